@@ -1,0 +1,59 @@
+# vtep: `make test` and `make demo` work on a fresh Debian 12 machine; they
+# install what they need (Debian packages, then a virtualenv in .venv).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_PACKAGES := build-essential python3-dev python3-venv tshark tcpdump valgrind
+CC ?= cc
+CFLAGS ?= -O3 -std=gnu11 -Wall -Wextra -Werror -fno-strict-aliasing
+CORE_SRC := $(wildcard csrc/*.c)
+CORE_DEP := $(CORE_SRC) $(wildcard csrc/*.h csrc/*.def)
+STAMP := $(VENV)/.vtep-installed
+
+.PHONY: build test test-c bench demo lint clean system-deps
+
+build: $(STAMP)
+
+# One editable install builds both extensions in place and the console scripts.
+$(STAMP): pyproject.toml setup.py $(CORE_DEP) $(wildcard bindings/*)
+	@$(MAKE) --no-print-directory system-deps
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip==25.2
+	$(PY) -m pip install -q -e '.[test]'
+	@touch $@
+
+system-deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		$(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q $$missing; \
+	fi
+
+# C-level tests: header sizes, RFC checksum vectors, golden bytes.
+build/test_c: tests/c/test_core.c $(CORE_DEP)
+	@mkdir -p build
+	$(CC) $(CFLAGS) -Icsrc -o $@ tests/c/test_core.c $(CORE_SRC)
+
+test-c: build/test_c
+	./build/test_c
+
+test: build build/test_c
+	./build/test_c
+	$(PY) -m pytest
+
+build/micro: perf/micro.c $(CORE_DEP)
+	@mkdir -p build
+	$(CC) $(CFLAGS) -Icsrc -o $@ perf/micro.c $(CORE_SRC)
+
+bench: build build/micro
+	$(PY) perf/report.py --c-driver build/micro --json build/bench.json
+
+demo: build
+	@echo "not yet: the namespace lab (vtepctl lab up) lands with the daemon; see README.md"
+
+lint: build
+	$(PY) -m ruff check dataplane tests perf bindings/packet_build.py setup.py
+
+clean:
+	rm -rf build dataplane/_engine*.so dataplane/_packet*.so bindings/engine.c *.egg-info .pytest_cache .hypothesis

@@ -1,0 +1,50 @@
+/* Internet checksum (RFC 1071) and its incremental update (RFC 1624).
+ *
+ * Sums are kept as 32-bit one's-complement accumulators of 16-bit words in
+ * network order (read as big-endian), folded only at the end. */
+#ifndef VTEP_CSUM_H
+#define VTEP_CSUM_H
+
+#include <stddef.h>
+#include "util.h"
+
+/* Add the bytes at "data" to accumulator "sum"; an odd last byte is padded
+ * with zero as RFC 1071 says.  Returns the new (unfolded) accumulator. */
+VTEP_INLINE uint64_t vtep_csum_add(uint64_t sum, const void *data, size_t len)
+{
+    const uint8_t *p = data;
+    /* 32-bit words into a 64-bit accumulator: no carry handling in the loop. */
+    while (len >= 4) {
+        sum += vtep_get_be32(p);
+        p += 4;
+        len -= 4;
+    }
+    if (len >= 2) {
+        sum += vtep_get_be16(p);
+        p += 2;
+        len -= 2;
+    }
+    if (len)
+        sum += (uint32_t)p[0] << 8;
+    return sum;
+}
+
+/* Fold a 64-bit accumulator to 16 bits (not complemented). */
+VTEP_INLINE uint16_t vtep_csum_fold(uint64_t sum)
+{
+    sum = (sum & 0xffffffff) + (sum >> 32);
+    sum = (sum & 0xffffffff) + (sum >> 32);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    return (uint16_t)sum;
+}
+
+/* RFC 1624 eqn. 3: the checksum "hc" after a 16-bit field changes from "m"
+ * to "m_new", all host order: HC' = ~(~HC + ~m + m'). */
+VTEP_INLINE uint16_t vtep_csum_update16(uint16_t hc, uint16_t m, uint16_t m_new)
+{
+    uint32_t sum = (uint16_t)~hc + (uint16_t)~m + (uint32_t)m_new;
+    return (uint16_t)~vtep_csum_fold(sum);
+}
+
+#endif

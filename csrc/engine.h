@@ -1,0 +1,94 @@
+/* Engine internals shared by the table code (engine.c) and the pipeline
+ * (pipeline.c).  Not seen by the bindings. */
+#ifndef VTEP_ENGINE_H
+#define VTEP_ENGINE_H
+
+#include "vtep.h"
+#include "fdb.h"
+#include "map.h"
+
+struct vtep_port {
+    uint8_t in_use;
+    uint8_t pvlan_class;
+    uint16_t segment;
+};
+
+struct vtep_remote {
+    uint8_t in_use;
+    uint8_t resolved;             /* next hop MAC known */
+    vtep_addr_t addr;
+    vtep_tunnel_t tunnel[2];      /* by vtep_encap_t */
+};
+
+struct vtep_segment {
+    uint8_t in_use;
+    uint8_t encapsulation;
+    uint8_t mac_learning;
+    uint8_t overhead;             /* outer bytes above the inner frame, Ethernet excluded */
+    uint32_t class_vni[VTEP_CLASS_COUNT];  /* VNI each sender class uses, or VTEP_VNI_NONE */
+    uint16_t *ports;              /* flood list: the segment's ports */
+    uint32_t n_ports;
+    uint16_t *remotes;            /* head-end replication list */
+    uint32_t n_remotes;
+    uint64_t *remote_bits;        /* the same list as a bitmap, for the source check */
+    vtep_fdb_t fdb;
+};
+
+struct vtep_engine {
+    vtep_engine_params_t p;
+    struct vtep_port *ports;
+    struct vtep_segment *segments;
+    struct vtep_remote *remotes;
+    uint32_t n_remotes;           /* ids in use: 0 .. n_remotes-1 */
+    vtep_map_t vni_map;           /* vtep_vni_key() -> segment << 8 | sender class */
+    vtep_map_t remote_map;        /* vtep_addr_key() -> remote id */
+    vtep_worker_t *workers;       /* list, for summing counters */
+    uint32_t n_blocks;            /* counter blocks per worker */
+};
+
+/* Counter blocks: ports first, then the underlay, then segments. */
+struct vtep_worker {
+    vtep_engine_t *engine;
+    vtep_worker_t *next;
+    vtep_counters_t *blocks;
+};
+
+VTEP_INLINE vtep_counters_t *vtep_port_block(vtep_worker_t *w, uint32_t port)
+{
+    return &w->blocks[port];
+}
+VTEP_INLINE vtep_counters_t *vtep_underlay_block(vtep_worker_t *w)
+{
+    return &w->blocks[w->engine->p.max_ports];
+}
+VTEP_INLINE vtep_counters_t *vtep_segment_block(vtep_worker_t *w, uint32_t seg)
+{
+    return &w->blocks[w->engine->p.max_ports + 1 + seg];
+}
+
+/* Map keys are nonzero. */
+VTEP_INLINE uint64_t vtep_vni_key(uint8_t encapsulation, uint32_t vni)
+{
+    return (uint64_t)1 << 32 | (uint64_t)encapsulation << 24 | vni;
+}
+
+/* An address folded into a nonzero 64-bit key; hits are confirmed against
+ * the remote's full address. */
+VTEP_INLINE uint64_t vtep_addr_key(const uint8_t *bytes, int family)
+{
+    uint64_t a, b = 0;
+    memcpy(&a, bytes, 8);
+    if (family == 6)
+        memcpy(&b, bytes + 8, 8);
+    else
+        a &= 0xffffffffull;  /* only the first 4 bytes are the address */
+    uint64_t k = (a ^ (b * 0x9e3779b97f4a7c15ull)) + (uint64_t)family;
+    return k ? k : 1;
+}
+
+VTEP_INLINE int vtep_addr_len(int family)
+{
+    return family == 6 ? 16 : 4;
+}
+
+#endif

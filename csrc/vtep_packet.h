@@ -1,0 +1,113 @@
+/* vtep: stateless packet functions.
+ *
+ * Encapsulate or decapsulate one frame with no tables and no state beyond a
+ * tunnel template.  The engine's burst functions use the same inline bodies
+ * (tunnel.h), so these are the fast path, one packet at a time.  The cffi
+ * module (bindings/packet_build.py) reads this header after the preprocessor,
+ * so it holds plain declarations only.
+ *
+ * Conventions: API functions return 0 or a negative errno; decapsulation and
+ * the pipeline report why a frame was dropped as a vtep_drop_t (data, not an
+ * error).  Addresses and MACs are bytes in network order; every other integer
+ * in these structs is host order. */
+#ifndef VTEP_PACKET_H
+#define VTEP_PACKET_H
+
+#ifndef VTEP_CFFI
+#include <stddef.h>
+#include <stdint.h>
+#endif
+
+typedef enum vtep_drop {
+    VTEP_DROP_NONE = 0,
+#define _(sym, name, help) VTEP_DROP_##sym,
+#include "vtep_error.def"
+#undef _
+    VTEP_DROP_COUNT
+} vtep_drop_t;
+
+typedef enum vtep_encap {
+    VTEP_ENCAP_VXLAN = 0,
+    VTEP_ENCAP_NVGRE = 1,
+} vtep_encap_t;
+
+enum {
+    VTEP_HDR_ROOM = 80,       /* room for the largest outer header (IPv6 + VXLAN: 70) */
+    VTEP_OVERHEAD_IPV4 = 50,  /* IPv4 + UDP + VXLAN; NVGRE is 8 less but MTU rules use 50 */
+    VTEP_OVERHEAD_IPV6 = 70,
+};
+
+typedef struct vtep_addr {
+    uint8_t family;           /* 4 or 6 */
+    uint8_t bytes[16];        /* network order; IPv4 uses the first 4 */
+} vtep_addr_t;
+
+typedef struct vtep_tunnel_params {
+    vtep_encap_t encapsulation;
+    vtep_addr_t local;
+    vtep_addr_t remote;       /* same family as "local" */
+    uint8_t src_mac[6];       /* outer Ethernet source: the underlay interface */
+    uint8_t dst_mac[6];       /* outer Ethernet destination: the next hop */
+    uint16_t destination_port;/* VXLAN UDP port, usually 4789 */
+    uint16_t port_min;        /* UDP source port range, inclusive */
+    uint16_t port_max;
+    uint8_t ttl;
+    uint8_t udp_checksum;     /* IPv4: compute the UDP checksum (IPv6 always does) */
+} vtep_tunnel_params_t;
+
+/* The outer headers for one (remote, encapsulation), built once by
+ * vtep_tunnel_init(); encapsulation copies and patches it. */
+typedef struct vtep_tunnel {
+    uint8_t tmpl[VTEP_HDR_ROOM];
+    uint8_t len;              /* bytes of tmpl in use */
+    uint8_t family;
+    uint8_t encapsulation;
+    uint8_t udp_checksum;
+    uint16_t port_min;
+    uint32_t port_span;       /* port_max - port_min + 1 */
+    uint32_t ip_sum;          /* IPv4: header sum with tot_len = tos = 0 (not folded) */
+    uint32_t pseudo_sum;      /* UDP pseudo-header sum of the addresses and protocol */
+} vtep_tunnel_t;
+
+typedef struct vtep_decap_info {
+    uint32_t vni;             /* VNI, or VSID for NVGRE */
+    uint16_t inner_offset;    /* where the inner Ethernet frame starts */
+    uint16_t inner_len;
+    uint16_t source_port;     /* outer UDP source port (VXLAN) */
+    uint8_t encapsulation;    /* vtep_encap_t */
+    uint8_t flow_id;          /* NVGRE FlowID */
+    uint8_t tos;              /* outer DSCP/ECN byte */
+    uint8_t ttl;
+    vtep_addr_t src;          /* outer source: the sending VTEP */
+    vtep_addr_t dst;
+} vtep_decap_info_t;
+
+/* Name of drop reason "d" (the counter name), or "?" if out of range. */
+const char *vtep_drop_name(int d);
+
+/* Build "t" from "p".  Returns 0, or -EINVAL for an invalid family mix, TTL 0
+ * or an empty port range. */
+int vtep_tunnel_init(vtep_tunnel_t *t, const vtep_tunnel_params_t *p);
+
+/* Encapsulate "frame" ("len" bytes, a whole Ethernet frame) with VNI/VSID
+ * "vni" into "out" (room "cap").  Returns the length written, -EINVAL for a
+ * frame shorter than an Ethernet header or a VNI above 2^24-1, or -ENOSPC. */
+int vtep_encap(const vtep_tunnel_t *t, uint32_t vni, const uint8_t *frame, size_t len,
+               uint8_t *out, size_t cap);
+
+/* Decapsulate VXLAN (UDP port "destination_port") or NVGRE from the Ethernet
+ * frame "pkt".  Returns VTEP_DROP_NONE and fills "info", or the drop reason. */
+vtep_drop_t vtep_decap(const uint8_t *pkt, size_t len, uint16_t destination_port,
+                       vtep_decap_info_t *info);
+
+/* Hash of the inner flow (MACs, IP addresses, protocol, L4 ports) of "frame";
+ * the UDP source port and NVGRE FlowID are taken from it. */
+uint32_t vtep_flow_hash(const uint8_t *frame, size_t len);
+
+/* RFC 1071 checksum of "len" bytes (complemented, host order). */
+uint16_t vtep_checksum(const uint8_t *data, size_t len);
+
+/* RFC 1624 eqn. 3 update of checksum "hc" for a 16-bit field "m" -> "m_new". */
+uint16_t vtep_checksum_update(uint16_t hc, uint16_t m, uint16_t m_new);
+
+#endif
