@@ -35,11 +35,15 @@ build/test_c: tests/c/test_core.c $(CORE_DEP)
 	@mkdir -p build
 	$(CC) $(CFLAGS) -Icsrc -o $@ tests/c/test_core.c $(CORE_SRC)
 
-test-c: build/test_c
-	./build/test_c
+build/test_fdb_stress: tests/c/test_fdb_stress.c $(CORE_DEP)
+	@mkdir -p build
+	$(CC) $(CFLAGS) -Icsrc -pthread -o $@ tests/c/test_fdb_stress.c csrc/map.c csrc/fdb.c
 
-test: build build/test_c
+test-c: build/test_c build/test_fdb_stress
 	./build/test_c
+	./build/test_fdb_stress
+
+test: build test-c
 	$(PY) -m pytest
 
 build/micro: perf/micro.c $(CORE_DEP)

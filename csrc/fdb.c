@@ -40,7 +40,7 @@ int vtep_fdb_learn(vtep_fdb_t *f, uint64_t key, uint64_t binding, uint32_t now)
     uint64_t v;
     if (vtep_fdb_lookup(f, key, now, &v)) {
         if (vtep_fdb_flags(v) & VTEP_FDBF_STATIC)
-            return vtep_fdb_binding(v) != binding;
+            return !vtep_fdb_same_place(v, binding);
         if (vtep_fdb_binding(v) == binding && vtep_fdb_last_seen(v) == now)
             return 0;
     }
@@ -52,7 +52,7 @@ int vtep_fdb_learn(vtep_fdb_t *f, uint64_t key, uint64_t binding, uint32_t now)
     if (s) {
         /* A learned entry moves or refreshes; an aged one is reused. */
         if (vtep_fdb_flags(s->val) & VTEP_FDBF_STATIC)
-            refused = vtep_fdb_binding(s->val) != binding;
+            refused = !vtep_fdb_same_place(s->val, binding);
         else
             __atomic_store_n(&s->val, fresh, __ATOMIC_RELAXED);
     } else {

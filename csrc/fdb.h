@@ -26,6 +26,12 @@ VTEP_INLINE uint8_t vtep_fdb_flags(uint64_t v) { return (uint8_t)(v >> 48); }
 VTEP_INLINE uint8_t vtep_fdb_class(uint64_t v) { return (uint8_t)(v >> 56); }
 /* Everything but the timestamp: what a learned MAC is bound to. */
 VTEP_INLINE uint64_t vtep_fdb_binding(uint64_t v) { return v >> 32; }
+/* Whether entry "v" and binding "b" put the MAC in the same place (the same
+ * port, or the same remote), whatever their flags and roles. */
+VTEP_INLINE int vtep_fdb_same_place(uint64_t v, uint64_t b)
+{
+    return (vtep_fdb_binding(v) & 0x1ffff) == (b & 0x1ffff);  /* target and VTEP_FDBF_REMOTE */
+}
 
 typedef struct vtep_fdb {
     vtep_map_t map;

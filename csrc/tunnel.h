@@ -18,7 +18,7 @@
 #include "vxlan.h"
 #include "nvgre.h"
 
-/* The flow hash mixes 32-bit words; tests/unit/model.py mirrors it exactly. */
+/* The flow hash mixes 32-bit words; tests/model.py mirrors it exactly. */
 VTEP_INLINE uint32_t vtep_hash_mix(uint32_t h, uint32_t w)
 {
     h = (h ^ w) * 0x9e3779b1u;
