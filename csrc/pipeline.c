@@ -108,7 +108,9 @@ VTEP_INLINE vtep_drop_t flood(struct burst *b, const int ipv6, const struct vtep
     }
     if (to_remotes && s->n_remotes) {
         if (len + s->overhead > b->e->p.underlay_mtu) {
-            lost = count_drop(b, seg, VTEP_DROP_MTU);
+            /* Too big for every remote: each of their copies counts. */
+            for (uint32_t k = 0; k < s->n_remotes; k++)
+                lost = count_drop(b, seg, VTEP_DROP_MTU);
         } else {
             uint32_t hash = vtep_flow_hash_inline(f, len);
             uint32_t vni = s->class_vni[from];
@@ -136,6 +138,10 @@ VTEP_INLINE vtep_drop_t access_one(struct burst *b, const int ipv6, uint32_t por
     count_rx(seg, len);
     if (len < VTEP_ETH_HLEN) {
         why = VTEP_DROP_RUNT;
+        goto drop;
+    }
+    if (vtep_unlikely(len > 0xffff)) {  /* no link delivers more; outputs hold 16-bit lengths */
+        why = VTEP_DROP_MTU;
         goto drop;
     }
     if (vtep_vlan_is_tag(vtep_eth_type(f))) {
