@@ -23,7 +23,10 @@
 #define VTEP_IPV6_NH_DSTOPTS 60
 
 struct vtep_ipv6_hdr {
-    vtep_be32_t ver_tc_flow; /* version(4) traffic class(8) flow label(20) */
+    /* version(4) traffic class(8) flow label(20), network order.  Bytes, so
+     * the struct needs no more than 2-byte alignment, which is all it gets
+     * after an Ethernet header. */
+    uint8_t ver_tc_flow[4];
     vtep_be16_t payload_len;
     uint8_t nexthdr;
     uint8_t hop_limit;

@@ -41,9 +41,13 @@ VTEP_INLINE uint64_t vtep_map_load(const uint64_t *w)
     return __atomic_load_n(w, __ATOMIC_RELAXED);
 }
 
-/* The slot holding "key", or NULL. */
+/* The slot holding "key", or NULL.  Key 0 marks an empty slot, so it is
+ * never held: callers look up keys from the wire (the MAC 00:00:00:00:00:00
+ * is key 0), and matching it would hand them an empty slot as an entry. */
 VTEP_INLINE vtep_map_slot_t *vtep_map_find(const vtep_map_t *m, uint64_t key)
 {
+    if (vtep_unlikely(key == 0))
+        return NULL;
     for (uint64_t i = vtep_map_home(m, key);; i = (i + 1) & m->mask) {
         uint64_t k = __atomic_load_n(&m->slots[i].key, __ATOMIC_ACQUIRE);
         if (k == key)

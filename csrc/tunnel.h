@@ -116,7 +116,7 @@ VTEP_INLINE unsigned vtep_encap_inline(const vtep_tunnel_t *t, const int ipv6, u
 
     if (ipv6) {
         struct vtep_ipv6_hdr *ip6 = (void *)(hdr + VTEP_ETH_HLEN);
-        vtep_put_be32(&ip6->ver_tc_flow, 6u << 28 | (uint32_t)dscp << 20);
+        vtep_put_be32(ip6->ver_tc_flow, 6u << 28 | (uint32_t)dscp << 20);
         vtep_put_be16(&ip6->payload_len, (uint16_t)l4_len);
     } else {
         struct vtep_ipv4_hdr *ip = (void *)(hdr + VTEP_ETH_HLEN);

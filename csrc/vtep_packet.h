@@ -33,7 +33,10 @@ typedef enum vtep_encap {
 
 enum {
     VTEP_HDR_ROOM = 80,       /* room for the largest outer header (IPv6 + VXLAN: 70) */
-    VTEP_OVERHEAD_IPV4 = 50,  /* IPv4 + UDP + VXLAN; NVGRE is 8 less but MTU rules use 50 */
+    /* Outer bytes of the largest encapsulation (VXLAN), outer Ethernet
+     * included.  The engine's MTU check counts each encapsulation's own
+     * overhead (NVGRE is 8 bytes less): see docs/fastpath.md. */
+    VTEP_OVERHEAD_IPV4 = 50,
     VTEP_OVERHEAD_IPV6 = 70,
 };
 

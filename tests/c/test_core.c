@@ -1,0 +1,337 @@
+/* C-level tests of the fast path core: wire struct layout, the RFC checksum
+ * vectors, and one golden VXLAN-over-IPv4 packet checked byte for byte.
+ *
+ * No framework: CHECK() prints file:line and the failed expression and
+ * counts the failure; main() exits 1 if anything failed.  Run by
+ * `make test-c`. */
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "tunnel.h"
+
+static int failures;
+static int checks;
+
+#define CHECK(cond)                                                          \
+    do {                                                                     \
+        checks++;                                                            \
+        if (!(cond)) {                                                       \
+            failures++;                                                      \
+            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, \
+                    #cond);                                                  \
+        }                                                                    \
+    } while (0)
+
+/* Integer equality, printing both values on failure. */
+#define CHECK_EQ(got, want)                                                        \
+    do {                                                                           \
+        long long got_ = (long long)(got), want_ = (long long)(want);              \
+        checks++;                                                                  \
+        if (got_ != want_) {                                                       \
+            failures++;                                                            \
+            fprintf(stderr, "%s:%d: %s == %lld (0x%llx), expected %s == %lld (0x%llx)\n", \
+                    __FILE__, __LINE__, #got, got_, (unsigned long long)got_, #want, \
+                    want_, (unsigned long long)want_);                             \
+        }                                                                          \
+    } while (0)
+
+/* Byte-for-byte equality; prints the first differing offset. */
+static void check_bytes(const char *file, int line, const char *what, const uint8_t *got,
+                        const uint8_t *want, size_t len)
+{
+    checks++;
+    for (size_t i = 0; i < len; i++) {
+        if (got[i] != want[i]) {
+            failures++;
+            fprintf(stderr, "%s:%d: %s differs at byte %zu: 0x%02x, expected 0x%02x\n", file,
+                    line, what, i, got[i], want[i]);
+            return;
+        }
+    }
+}
+#define CHECK_BYTES(what, got, want, len) check_bytes(__FILE__, __LINE__, what, got, want, len)
+
+/* ---- protocol headers: sizes are static-asserted; check where fields sit. */
+static void test_header_layout(void)
+{
+    CHECK_EQ(sizeof(struct vtep_eth_hdr), 14);
+    CHECK_EQ(offsetof(struct vtep_eth_hdr, src), 6);
+    CHECK_EQ(offsetof(struct vtep_eth_hdr, type), 12);
+
+    CHECK_EQ(sizeof(struct vtep_vlan_hdr), 4);
+    CHECK_EQ(offsetof(struct vtep_vlan_hdr, inner_type), 2);
+
+    CHECK_EQ(sizeof(struct vtep_ipv4_hdr), 20);
+    CHECK_EQ(offsetof(struct vtep_ipv4_hdr, tos), 1);
+    CHECK_EQ(offsetof(struct vtep_ipv4_hdr, tot_len), 2);
+    CHECK_EQ(offsetof(struct vtep_ipv4_hdr, frag_off), 6);
+    CHECK_EQ(offsetof(struct vtep_ipv4_hdr, ttl), 8);
+    CHECK_EQ(offsetof(struct vtep_ipv4_hdr, protocol), 9);
+    CHECK_EQ(offsetof(struct vtep_ipv4_hdr, check), 10);
+    CHECK_EQ(offsetof(struct vtep_ipv4_hdr, saddr), 12);
+    CHECK_EQ(offsetof(struct vtep_ipv4_hdr, daddr), 16);
+
+    CHECK_EQ(sizeof(struct vtep_ipv6_hdr), 40);
+    CHECK_EQ(offsetof(struct vtep_ipv6_hdr, payload_len), 4);
+    CHECK_EQ(offsetof(struct vtep_ipv6_hdr, nexthdr), 6);
+    CHECK_EQ(offsetof(struct vtep_ipv6_hdr, hop_limit), 7);
+    CHECK_EQ(offsetof(struct vtep_ipv6_hdr, saddr), 8);
+    CHECK_EQ(offsetof(struct vtep_ipv6_hdr, daddr), 24);
+
+    CHECK_EQ(sizeof(struct vtep_udp_hdr), 8);
+    CHECK_EQ(offsetof(struct vtep_udp_hdr, dest), 2);
+    CHECK_EQ(offsetof(struct vtep_udp_hdr, len), 4);
+    CHECK_EQ(offsetof(struct vtep_udp_hdr, check), 6);
+
+    CHECK_EQ(sizeof(struct vtep_vxlan_hdr), 8);
+    CHECK_EQ(offsetof(struct vtep_vxlan_hdr, vni), 4);
+    CHECK_EQ(offsetof(struct vtep_vxlan_hdr, reserved2), 7);
+
+    CHECK_EQ(sizeof(struct vtep_nvgre_hdr), 8);
+    CHECK_EQ(offsetof(struct vtep_nvgre_hdr, protocol), 2);
+    CHECK_EQ(offsetof(struct vtep_nvgre_hdr, key), 4);
+
+    /* The accessors read the bits the RFC diagrams put there. */
+    struct vtep_ipv4_hdr ip = {.ver_ihl = 0x46};
+    CHECK_EQ(vtep_ipv4_version(&ip), 4);
+    CHECK_EQ(vtep_ipv4_hlen(&ip), 24);
+    uint8_t ip6[40] = {0x6a, 0xbc, 0xde, 0xf0};  /* version 6, traffic class 0xab */
+    CHECK_EQ(vtep_ipv6_version((const void *)ip6), 6);
+    CHECK_EQ(vtep_ipv6_tclass((const void *)ip6), 0xab);
+    struct vtep_nvgre_hdr gre;
+    vtep_nvgre_set_key(&gre, 0xabcdef, 0x42);
+    CHECK(memcmp(gre.key, "\xab\xcd\xef\x42", 4) == 0);
+    CHECK_EQ(vtep_nvgre_vsid(&gre), 0xabcdef);
+    CHECK_EQ(vtep_nvgre_flow_id(&gre), 0x42);
+    struct vtep_vxlan_hdr vx = {0};
+    vtep_vxlan_set_vni(&vx, 0x123456);
+    CHECK(memcmp(vx.vni, "\x12\x34\x56", 3) == 0);
+    CHECK_EQ(vtep_vxlan_vni(&vx), 0x123456);
+}
+
+/* ---- RFC 1071 section 3: the worked example of the Internet checksum. */
+static void test_rfc1071(void)
+{
+    static const uint8_t data[8] = {0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7};
+    /* "sum" (one's complement, before the final complement) is 0xddf2. */
+    CHECK_EQ(vtep_csum_fold(vtep_csum_add(0, data, sizeof data)), 0xddf2);
+    CHECK_EQ(vtep_checksum(data, sizeof data), 0x220d);
+    /* An odd trailing byte is padded with zero on the right (RFC 1071 4.1). */
+    static const uint8_t odd[3] = {0x12, 0x34, 0x56};
+    CHECK_EQ(vtep_checksum(odd, sizeof odd), (uint16_t)~(0x1234 + 0x5600));
+    /* Data that includes its own correct checksum sums to 0xffff. */
+    uint8_t with_sum[10];
+    memcpy(with_sum, data, 8);
+    with_sum[8] = 0x22;
+    with_sum[9] = 0x0d;
+    CHECK_EQ(vtep_checksum(with_sum, sizeof with_sum), 0);
+}
+
+/* ---- RFC 1624 section 4: eqn. 3 gives 0x0000 where eqn. 2 gave 0xFFFF. */
+static void test_rfc1624(void)
+{
+    CHECK_EQ(vtep_checksum_update(0xdd2f, 0x5555, 0x3285), 0x0000);
+    /* And it agrees with recomputing from scratch on the RFC 1071 data. */
+    uint8_t data[8] = {0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7};
+    uint16_t before = vtep_checksum(data, sizeof data);
+    data[2] = 0x12;
+    data[3] = 0x34;
+    CHECK_EQ(vtep_checksum_update(before, 0xf203, 0x1234), vtep_checksum(data, sizeof data));
+}
+
+/* ---- Golden VXLAN over IPv4. */
+
+/* The fixed 60-byte inner frame: Ethernet / IPv4 / UDP / 18 bytes of text,
+ * built with scapy:
+ *   Ether(dst="02:00:00:00:00:0b", src="02:00:00:00:00:0a")
+ *   / IP(src="192.0.2.1", dst="192.0.2.2", tos=0xb8, id=1, ttl=64)
+ *   / UDP(sport=1000, dport=2000) / Raw(b"vtep-golden-frame!") */
+static const uint8_t inner_frame[60] = {
+    /* Ethernet: dst 02:00:00:00:00:0b, src 02:00:00:00:00:0a, type IPv4 */
+    0x02, 0x00, 0x00, 0x00, 0x00, 0x0b, 0x02, 0x00, 0x00, 0x00, 0x00, 0x0a, 0x08, 0x00,
+    /* IPv4: 0x45, tos 0xb8 (DSCP 46 EF), len 46, id 1, no flags, ttl 64,
+     * proto UDP, checksum 0xf602, 192.0.2.1 -> 192.0.2.2 */
+    0x45, 0xb8, 0x00, 0x2e, 0x00, 0x01, 0x00, 0x00, 0x40, 0x11, 0xf6, 0x02,
+    0xc0, 0x00, 0x02, 0x01, 0xc0, 0x00, 0x02, 0x02,
+    /* UDP: 1000 -> 2000, len 26, checksum 0xf7b1 */
+    0x03, 0xe8, 0x07, 0xd0, 0x00, 0x1a, 0xf7, 0xb1,
+    /* "vtep-golden-frame!" */
+    'v', 't', 'e', 'p', '-', 'g', 'o', 'l', 'd', 'e', 'n', '-', 'f', 'r', 'a', 'm', 'e', '!',
+};
+
+/* inner_frame encapsulated with VNI 5000 from 198.18.0.1 to 198.18.0.2,
+ * default settings (UDP checksum off, TTL 64, ports 49152-65535).  Built
+ * with scapy, independently of our code:
+ *   Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
+ *   / IP(src="198.18.0.1", dst="198.18.0.2", tos=0xb8, id=0, flags="DF", ttl=64)
+ *   / UDP(sport=55347, dport=4789, chksum=0) / VXLAN(flags=0x08, vni=5000) / inner
+ * The source port is 49152 + (hash * 16384 >> 32) with hash = 0x60cf55ec,
+ * the flow hash of inner_frame worked out by a Python transcription of
+ * vtep_flow_hash_inline (MACs, type, addresses, protocol, ports). */
+static const uint8_t golden_vxlan4[110] = {
+    /* outer Ethernet: dst 02:00:00:00:00:02 (next hop), src 02:00:00:00:00:01, IPv4 */
+    0x02, 0x00, 0x00, 0x00, 0x00, 0x02, 0x02, 0x00, 0x00, 0x00, 0x00, 0x01, 0x08, 0x00,
+    /* outer IPv4 (offset 14): 0x45, tos 0xb8 copied from the inner DSCP,
+     * total length 96, id 0, DF, ttl 64, proto 17, checksum 0xadad,
+     * 198.18.0.1 -> 198.18.0.2 */
+    0x45, 0xb8, 0x00, 0x60, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0xad, 0xad,
+    0xc6, 0x12, 0x00, 0x01, 0xc6, 0x12, 0x00, 0x02,
+    /* UDP (offset 34): 55347 -> 4789, length 76, checksum 0 (none) */
+    0xd8, 0x33, 0x12, 0xb5, 0x00, 0x4c, 0x00, 0x00,
+    /* VXLAN (offset 42): flags I, reserved, VNI 5000 = 0x001388, reserved */
+    0x08, 0x00, 0x00, 0x00, 0x00, 0x13, 0x88, 0x00,
+    /* inner frame (offset 50): the 60 bytes above */
+    0x02, 0x00, 0x00, 0x00, 0x00, 0x0b, 0x02, 0x00, 0x00, 0x00, 0x00, 0x0a, 0x08, 0x00,
+    0x45, 0xb8, 0x00, 0x2e, 0x00, 0x01, 0x00, 0x00, 0x40, 0x11, 0xf6, 0x02,
+    0xc0, 0x00, 0x02, 0x01, 0xc0, 0x00, 0x02, 0x02,
+    0x03, 0xe8, 0x07, 0xd0, 0x00, 0x1a, 0xf7, 0xb1,
+    'v', 't', 'e', 'p', '-', 'g', 'o', 'l', 'd', 'e', 'n', '-', 'f', 'r', 'a', 'm', 'e', '!',
+};
+
+/* With udp_checksum set, only the UDP checksum (bytes 40-41) changes; scapy
+ * computes it as 0x704c. */
+enum { GOLDEN_UDP_CHECK_OFF = 40, GOLDEN_UDP_CHECK = 0x704c };
+
+static void tunnel_params(vtep_tunnel_params_t *p)
+{
+    static const uint8_t src_mac[6] = {0x02, 0, 0, 0, 0, 0x01};
+    static const uint8_t dst_mac[6] = {0x02, 0, 0, 0, 0, 0x02};
+    memset(p, 0, sizeof *p);
+    p->encapsulation = VTEP_ENCAP_VXLAN;
+    p->local.family = 4;
+    memcpy(p->local.bytes, "\xc6\x12\x00\x01", 4);  /* 198.18.0.1 */
+    p->remote.family = 4;
+    memcpy(p->remote.bytes, "\xc6\x12\x00\x02", 4); /* 198.18.0.2 */
+    memcpy(p->src_mac, src_mac, 6);
+    memcpy(p->dst_mac, dst_mac, 6);
+    p->destination_port = 4789;
+    p->port_min = 49152;
+    p->port_max = 65535;
+    p->ttl = 64;
+}
+
+static void test_golden_vxlan4(void)
+{
+    vtep_tunnel_params_t p;
+    vtep_tunnel_t t;
+    uint8_t out[256];
+    tunnel_params(&p);
+    CHECK_EQ(vtep_tunnel_init(&t, &p), 0);
+    CHECK_EQ(t.len, 50);
+    CHECK_EQ(vtep_flow_hash(inner_frame, sizeof inner_frame), 0x60cf55ec);
+
+    int n = vtep_encap(&t, 5000, inner_frame, sizeof inner_frame, out, sizeof out);
+    CHECK_EQ(n, sizeof golden_vxlan4);
+    if (n == (int)sizeof golden_vxlan4)
+        CHECK_BYTES("VXLAN/IPv4 golden packet", out, golden_vxlan4, sizeof golden_vxlan4);
+
+    /* The golden packet's own IPv4 header checksum is valid. */
+    CHECK_EQ(vtep_checksum(golden_vxlan4 + 14, 20), 0);
+
+    /* UDP checksum on: the same bytes but for the checksum. */
+    p.udp_checksum = 1;
+    CHECK_EQ(vtep_tunnel_init(&t, &p), 0);
+    n = vtep_encap(&t, 5000, inner_frame, sizeof inner_frame, out, sizeof out);
+    CHECK_EQ(n, sizeof golden_vxlan4);
+    CHECK_EQ(vtep_get_be16(out + GOLDEN_UDP_CHECK_OFF), GOLDEN_UDP_CHECK);
+    out[GOLDEN_UDP_CHECK_OFF] = out[GOLDEN_UDP_CHECK_OFF + 1] = 0;
+    CHECK_BYTES("VXLAN/IPv4 with UDP checksum, checksum cleared", out, golden_vxlan4,
+                sizeof golden_vxlan4);
+
+    /* Too little room, a runt frame, a VNI over 24 bits. */
+    tunnel_params(&p);
+    CHECK_EQ(vtep_tunnel_init(&t, &p), 0);
+    CHECK(vtep_encap(&t, 5000, inner_frame, sizeof inner_frame, out, 109) < 0);
+    CHECK(vtep_encap(&t, 5000, inner_frame, 13, out, sizeof out) < 0);
+    CHECK(vtep_encap(&t, 1u << 24, inner_frame, sizeof inner_frame, out, sizeof out) < 0);
+
+    /* Invalid templates: mixed families, TTL 0, empty port range. */
+    tunnel_params(&p);
+    p.remote.family = 6;
+    CHECK(vtep_tunnel_init(&t, &p) < 0);
+    tunnel_params(&p);
+    p.ttl = 0;
+    CHECK(vtep_tunnel_init(&t, &p) < 0);
+    tunnel_params(&p);
+    p.port_min = 2;
+    p.port_max = 1;
+    CHECK(vtep_tunnel_init(&t, &p) < 0);
+}
+
+static void test_decap_golden(void)
+{
+    vtep_decap_info_t info;
+    CHECK_EQ(vtep_decap(golden_vxlan4, sizeof golden_vxlan4, 4789, &info), VTEP_DROP_NONE);
+    CHECK_EQ(info.encapsulation, VTEP_ENCAP_VXLAN);
+    CHECK_EQ(info.vni, 5000);
+    CHECK_EQ(info.inner_offset, 50);
+    CHECK_EQ(info.inner_len, sizeof inner_frame);
+    CHECK_BYTES("decapsulated frame", golden_vxlan4 + info.inner_offset, inner_frame,
+                sizeof inner_frame);
+    CHECK_EQ(info.source_port, 55347);
+    CHECK_EQ(info.tos, 0xb8);
+    CHECK_EQ(info.ttl, 64);
+    CHECK_EQ(info.src.family, 4);
+    CHECK(memcmp(info.src.bytes, "\xc6\x12\x00\x01", 4) == 0);
+    CHECK(memcmp(info.dst.bytes, "\xc6\x12\x00\x02", 4) == 0);
+
+    /* Ethernet padding after the IP packet is not part of the inner frame. */
+    uint8_t padded[sizeof golden_vxlan4 + 4] = {0};
+    memcpy(padded, golden_vxlan4, sizeof golden_vxlan4);
+    CHECK_EQ(vtep_decap(padded, sizeof padded, 4789, &info), VTEP_DROP_NONE);
+    CHECK_EQ(info.inner_len, sizeof inner_frame);
+
+    /* A few strict-receive cases on the same bytes. */
+    uint8_t pkt[sizeof golden_vxlan4];
+    CHECK_EQ(vtep_decap(golden_vxlan4, sizeof golden_vxlan4, 8472, &info), VTEP_DROP_NOT_TUNNEL);
+    CHECK_EQ(vtep_decap(golden_vxlan4, 13, 4789, &info), VTEP_DROP_RUNT);
+    CHECK_EQ(vtep_decap(golden_vxlan4, sizeof golden_vxlan4 - 1, 4789, &info), VTEP_DROP_BAD_HEADER);
+    memcpy(pkt, golden_vxlan4, sizeof pkt);
+    pkt[42] = 0x0c;  /* a reserved VXLAN flag next to I */
+    CHECK_EQ(vtep_decap(pkt, sizeof pkt, 4789, &info), VTEP_DROP_BAD_FLAGS);
+    memcpy(pkt, golden_vxlan4, sizeof pkt);
+    pkt[22] = 63;    /* TTL changed, IPv4 checksum not updated */
+    CHECK_EQ(vtep_decap(pkt, sizeof pkt, 4789, &info), VTEP_DROP_BAD_CHECKSUM);
+
+    /* Cut short at every length, each copy in a buffer of exactly that size
+     * (so valgrind or ASan would see a read past the end): a runt until the
+     * IPv4 header is whole (14 + 20 bytes), then bad_header because the
+     * total length claims more than is there. */
+    for (size_t n = 0; n < sizeof golden_vxlan4; n++) {
+        uint8_t *cut = malloc(n ? n : 1);
+        if (!cut)
+            abort();
+        memcpy(cut, golden_vxlan4, n);
+        vtep_drop_t want = n < 34 ? VTEP_DROP_RUNT : VTEP_DROP_BAD_HEADER;
+        vtep_drop_t got = vtep_decap(cut, n, 4789, &info);
+        if (got != want)
+            fprintf(stderr, "  (truncated to %zu bytes)\n", n);
+        CHECK_EQ(got, want);
+        /* The flow hash reads only what it is given, too. */
+        (void)vtep_flow_hash(cut, n);
+        free(cut);
+    }
+
+    /* Drop reasons have their counter names. */
+    CHECK(strcmp(vtep_drop_name(VTEP_DROP_NONE), "none") == 0);
+    CHECK(strcmp(vtep_drop_name(VTEP_DROP_RUNT), "runt") == 0);
+    CHECK(strcmp(vtep_drop_name(VTEP_DROP_RING_FULL), "ring_full") == 0);
+    CHECK(strcmp(vtep_drop_name(VTEP_DROP_COUNT), "?") == 0);
+    CHECK(strcmp(vtep_drop_name(-1), "?") == 0);
+}
+
+int main(void)
+{
+    test_header_layout();
+    test_rfc1071();
+    test_rfc1624();
+    test_golden_vxlan4();
+    test_decap_golden();
+    if (failures) {
+        fprintf(stderr, "test_c: %d of %d checks FAILED\n", failures, checks);
+        return 1;
+    }
+    printf("test_c: all %d checks passed\n", checks);
+    return 0;
+}
