@@ -221,9 +221,10 @@ VTEP_INLINE vtep_drop_t vtep_decap_inline(const uint8_t *pkt, size_t len, uint16
             return VTEP_DROP_NOT_TUNNEL;
         if (vtep_get_be16(&udp->len) != l4_len)
             return VTEP_DROP_BAD_HEADER;
+        /* Zero is "no checksum": allowed over IPv4, and for tunnels over
+         * IPv6 by RFC 6935, which peers (Linux udp6zerocsumtx) may use. */
         uint16_t check = vtep_get_be16(&udp->check);
-        if (check == 0 ? type == VTEP_ETH_P_IPV6
-                       : vtep_csum_fold(vtep_csum_add(pseudo + VTEP_IPPROTO_UDP + l4_len, l4, l4_len)) != 0xffff)
+        if (check && vtep_csum_fold(vtep_csum_add(pseudo + VTEP_IPPROTO_UDP + l4_len, l4, l4_len)) != 0xffff)
             return VTEP_DROP_BAD_CHECKSUM;
         if (l4_len < VTEP_UDP_HLEN + VTEP_VXLAN_HLEN)
             return VTEP_DROP_RUNT;

@@ -4,9 +4,9 @@
  * |  source port    |  dest port      |
  * |  length         |  checksum       |
  * +--------+--------+--------+--------+
- * Over IPv4 a zero checksum means "none"; over IPv6 it must be computed
- * (RFC 8200 section 8.1; RFC 6935 allows zero for tunnels by configuration,
- * which vtep does not offer: it always sends and requires one). */
+ * A zero checksum means "none".  Over IPv4 that is ordinary; over IPv6,
+ * RFC 8200 requires a checksum but RFC 6935 lets tunnel protocols omit it.
+ * vtep always sends one over IPv6 and accepts zero from peers. */
 #ifndef VTEP_UDP_H
 #define VTEP_UDP_H
 

@@ -231,7 +231,7 @@ def test_decap_keeps_good_tunnel_packets_and_counts_the_rest(tmp_path, capsys):
         _nvgre(good[1]),                               # good
         _vxlan(good[2], flags=0x00),            # bad_flags: I clear
         good[2],                                       # not_tunnel: ARP
-        _vxlan(good[0], family=6, udp_chksum=0),      # bad_checksum: IPv6 UDP checksum 0
+        _vxlan(good[0], family=6, udp_chksum=0x2222), # bad_checksum: IPv6 UDP
         bytes(good[0])[:10],                           # runt
         _vxlan(good[3], family=6),                     # good
         _nvgre(good[0], chksum_present=1),             # bad_flags: GRE C bit
