@@ -154,6 +154,8 @@ cdef class Engine:
     cdef vtep_engine_t *e
     cdef vtep_worker_t *w
     cdef readonly object local
+    cdef dict _fanout       # segment id -> ports + remotes: the most copies a frame can make
+    cdef dict _port_segment
 
     def __cinit__(self, local, *, underlay_mac="02:00:00:00:00:00", int underlay_mtu=1500,
                   int destination_port=4789, port_range=(49152, 65535), int ttl=64,
@@ -181,6 +183,8 @@ cdef class Engine:
         if self.w == NULL:
             raise MemoryError()
         self.local = ipaddress.ip_address(local)
+        self._fanout = {}
+        self._port_segment = {}
 
     def __dealloc__(self):
         vtep_engine_free(self.e)  # frees the worker too
@@ -209,10 +213,13 @@ cdef class Engine:
         p.mac_learning = mac_learning
         p.fdb_ageing_sec = fdb_ageing_sec
         p.maximum_fdb_entries = maximum_fdb_entries
-        return check(vtep_segment_add(self.e, &p))
+        seg = check(vtep_segment_add(self.e, &p))
+        self._fanout[seg] = 0
+        return seg
 
     def del_segment(self, uint32_t seg):
         check(vtep_segment_del(self.e, seg))
+        del self._fanout[seg]
 
     def add_remote(self, address):
         cdef vtep_addr_t a = to_addr(address)
@@ -229,12 +236,17 @@ cdef class Engine:
 
     def segment_add_remote(self, uint32_t seg, uint32_t remote):
         check(vtep_segment_add_remote(self.e, seg, remote))
+        self._fanout[seg] += 1
 
     def add_port(self, uint32_t seg, role, community=None):
-        return check(vtep_port_add(self.e, seg, pvlan_class(role, community)))
+        port = check(vtep_port_add(self.e, seg, pvlan_class(role, community)))
+        self._fanout[seg] += 1
+        self._port_segment[port] = seg
+        return port
 
     def del_port(self, uint32_t port):
         check(vtep_port_del(self.e, port))
+        self._fanout[self._port_segment.pop(port)] -= 1
 
     def fdb_add(self, uint32_t seg, mac, *, port=None, remote=None, role=None, community=None,
                 bint static=True, uint32_t last_seen=0):
@@ -316,17 +328,22 @@ cdef class Engine:
 
     def access(self, uint32_t port, frames, uint32_t now=0):
         """Convenience for tests and tools: run "frames" from "port" and return
-        (verdicts, outputs) as Burst.verdicts and Burst.outputs() give them."""
-        burst = Burst(max(len(frames), 1))
-        burst.load(frames)
+        (verdicts, outputs) as Burst.verdicts and Burst.outputs() give them.
+        There is room for every copy, so nothing is lost as ring_full."""
+        burst = self._burst_for(frames)
         self.access_burst(port, burst, now)
         return burst.verdicts, burst.outputs()
 
     def underlay(self, frames, uint32_t now=0):
-        burst = Burst(max(len(frames), 1))
-        burst.load(frames)
+        burst = self._burst_for(frames)
         self.underlay_burst(burst, now)
         return burst.verdicts, burst.outputs()
+
+    def _burst_for(self, frames):
+        n = max(len(frames), 1)
+        burst = Burst(n, n * max(1, max(self._fanout.values(), default=0)))
+        burst.load(frames)
+        return burst
 
 
 cdef dict _entry_dict(vtep_fdb_entry_t *en):

@@ -373,10 +373,11 @@ class Segment:
 
 
 class _Burst:
-    """Outputs of one burst, with the same room as dataplane._engine.Engine.access gives."""
+    """Outputs of one burst, with the room dataplane._engine.Engine.access
+    gives: per frame, as many copies as the largest segment can make."""
 
-    def __init__(self, n):
-        self.max_out = 4 * max(n, 1)
+    def __init__(self, n, fanout):
+        self.max_out = max(n, 1) * max(1, fanout)
         self.outs = []
         self.pkt = 0
 
@@ -598,12 +599,15 @@ class Model:
 
     # -- bursts --
 
+    def _fanout(self):
+        return max((len(s.ports) + len(s.remotes) for s in self.segments.values()), default=0)
+
     def access(self, port, frames, now=0):
         """(verdicts, outputs) as Engine.access returns them."""
         if port >= self.max_ports:
             raise _err(errno.EINVAL)
         frames = [bytes(f) for f in frames]
-        b = _Burst(len(frames))
+        b = _Burst(len(frames), self._fanout())
         ingress = self._block("port", port)
         ingress["rx_packets"] += len(frames)
         ingress["rx_bytes"] += sum(map(len, frames))
@@ -653,7 +657,7 @@ class Model:
 
     def underlay(self, frames, now=0):
         frames = [bytes(f) for f in frames]
-        b = _Burst(len(frames))
+        b = _Burst(len(frames), self._fanout())
         ingress = self._block("underlay")
         ingress["rx_packets"] += len(frames)
         ingress["rx_bytes"] += sum(map(len, frames))
