@@ -97,11 +97,11 @@ int vtep_engine_set_underlay(vtep_engine_t *e, const uint8_t mac[6], uint16_t mt
         return -EINVAL;
     memcpy(e->p.underlay_mac, mac, 6);
     e->p.underlay_mtu = mtu;
-    for (uint32_t i = 0; i < e->n_remotes; i++) {
-        struct vtep_remote *r = &e->remotes[i];
-        if (r->resolved)  /* keep the next hop: only our own MAC changed */
-            memcpy(r->tunnel[0].tmpl + 6, mac, 6), memcpy(r->tunnel[1].tmpl + 6, mac, 6);
-    }
+    /* Only our own MAC changed: patch the outer Ethernet source of every
+     * template and keep the next hops (unresolved ones get it when built). */
+    for (uint32_t i = 0; i < e->n_remotes; i++)
+        for (int enc = VTEP_ENCAP_VXLAN; enc <= VTEP_ENCAP_NVGRE; enc++)
+            memcpy(((struct vtep_eth_hdr *)e->remotes[i].tunnel[enc].tmpl)->src, mac, VTEP_ETH_ALEN);
     return 0;
 }
 
