@@ -24,10 +24,10 @@ SETTINGS = settings(deadline=None, max_examples=150,
 HOSTS = [f"02:00:00:00:00:{i:02x}" for i in range(1, 7)]
 BROADCAST, MCAST4, MCAST6, ZERO = ("ff:ff:ff:ff:ff:ff", "01:00:5e:00:00:01", "33:33:00:00:00:01",
                                    "00:00:00:00:00:00")
-# Underlay addresses: 198.18.0.0/15 (RFC 2544) and its IPv6 twin 2001:2::/48 (RFC 5180).
-LOCAL = {4: "198.18.0.1", 6: "2001:2::1"}
-PEERS = {4: [f"198.18.0.{i}" for i in range(2, 6)], 6: [f"2001:2::{i}" for i in range(2, 6)]}
-STRANGER = {4: "198.19.0.99", 6: "2001:2::99"}  # a VTEP no table knows
+# Underlay addresses: 198.18.0.0/15 (RFC 2544); for IPv6, 2001:db8:f::/48 (documentation range).
+LOCAL = {4: "198.18.0.1", 6: "2001:db8:f::1"}
+PEERS = {4: [f"198.18.0.{i}" for i in range(2, 6)], 6: [f"2001:db8:f::{i}" for i in range(2, 6)]}
+STRANGER = {4: "198.19.0.99", 6: "2001:db8:f::99"}  # a VTEP no table knows
 LIMITS = dict(max_ports=8, max_segments=2, max_remotes=4)
 
 

@@ -29,9 +29,9 @@ from dataplane.packet import DecapError, Tunnel, checksum, checksum_update, deca
 CAPTURES = pathlib.Path(__file__).resolve().parents[1] / "captures"
 TSHARK = "/usr/bin/tshark"
 
-# VTEPs in the benchmarking ranges (RFC 2544 198.18.0.0/15, RFC 5180
-# 2001:2::/48); inner hosts in the documentation ranges.
-VTEPS = {4: ("198.18.0.1", "198.18.0.2"), 6: ("2001:2::1", "2001:2::2")}
+# VTEPs in 198.18.0.0/15 (RFC 2544) and 2001:db8:f::/48; inner hosts in
+# the documentation ranges.
+VTEPS = {4: ("198.18.0.1", "198.18.0.2"), 6: ("2001:db8:f::1", "2001:db8:f::2")}
 UNDERLAY_MAC = "02:00:00:00:01:01"   # our underlay interface
 NEXT_HOP_MAC = "02:00:00:00:01:fe"   # the router towards the remote VTEP
 H1, H2 = "02:00:00:00:00:0a", "02:00:00:00:00:0b"

@@ -36,10 +36,10 @@ from scapy.packet import Raw
 from dataplane._engine import Burst, Engine, VtepError
 from dataplane.packet import DROP_REASONS, DecapError, Tunnel, decap
 
-LOCAL = {4: "198.18.0.1", 6: "2001:2::1"}       # the VTEP under test
-SENDER = {4: "198.18.0.2", 6: "2001:2::2"}      # a remote on every segment's list
-OTHER = {4: "198.18.0.4", 6: "2001:2::4"}       # a remote on the VXLAN segment's list only
-STRANGER = {4: "198.18.0.3", 6: "2001:2::3"}    # not a remote at all
+LOCAL = {4: "198.18.0.1", 6: "2001:db8:f::1"}       # the VTEP under test
+SENDER = {4: "198.18.0.2", 6: "2001:db8:f::2"}      # a remote on every segment's list
+OTHER = {4: "198.18.0.4", 6: "2001:db8:f::4"}       # a remote on the VXLAN segment's list only
+STRANGER = {4: "198.18.0.3", 6: "2001:db8:f::3"}    # not a remote at all
 UNDERLAY_MAC, NEXT_HOP_MAC = "02:00:00:00:01:01", "02:00:00:00:01:fe"
 H1, H2, H3 = "02:00:00:00:00:0a", "02:00:00:00:00:0b", "02:00:00:00:00:0c"
 BROADCAST = "ff:ff:ff:ff:ff:ff"

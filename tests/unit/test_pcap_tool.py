@@ -29,13 +29,13 @@ INNER_SRC, INNER_DST = "02:00:00:00:01:01", "02:00:00:00:01:02"
 def _frames():
     """Inner frames of several kinds, each with a distinct microsecond timestamp."""
     frames = [
-        Ether(src=INNER_SRC, dst=INNER_DST) / IP(src="10.0.0.1", dst="10.0.0.2", tos=0xB8)
+        Ether(src=INNER_SRC, dst=INNER_DST) / IP(src="192.0.2.1", dst="192.0.2.2", tos=0xB8)
         / UDP(sport=1234, dport=5555) / Raw(b"hello"),
-        Ether(src=INNER_SRC, dst=INNER_DST) / IPv6(src="fd00::1", dst="fd00::2")
+        Ether(src=INNER_SRC, dst=INNER_DST) / IPv6(src="2001:db8::1", dst="2001:db8::2")
         / TCP(sport=80, dport=40000, flags="PA") / Raw(b"x" * 1400),
         # 42 bytes: shorter than Ethernet's minimum, must come back unpadded.
-        Ether(src=INNER_SRC, dst="ff:ff:ff:ff:ff:ff") / ARP(psrc="10.0.0.1", pdst="10.0.0.2"),
-        Ether(src=INNER_SRC, dst=INNER_DST) / Dot1Q(vlan=10) / IP(src="10.0.0.1", dst="10.0.0.3") / ICMP(),
+        Ether(src=INNER_SRC, dst="ff:ff:ff:ff:ff:ff") / ARP(psrc="192.0.2.1", pdst="192.0.2.2"),
+        Ether(src=INNER_SRC, dst=INNER_DST) / Dot1Q(vlan=10) / IP(src="192.0.2.1", dst="192.0.2.3") / ICMP(),
     ]
     for i, frame in enumerate(frames):
         frame.time = Decimal(1700000000 + i) + Decimal(i * 111111 + 7) / 10**6
@@ -155,7 +155,7 @@ def _tshark(path, *fields):
 @pytest.mark.parametrize("encapsulation,family", CASES)
 def test_tshark_decodes_the_output(tmp_path, encapsulation, family):
     """tshark 4.0 has no NVGRE fields: the VSID is the top 24 bits of gre.key."""
-    frames = [Ether(src=INNER_SRC, dst=INNER_DST) / IP(src="10.0.0.1", dst="10.0.0.2")
+    frames = [Ether(src=INNER_SRC, dst=INNER_DST) / IP(src="192.0.2.1", dst="192.0.2.2")
               / UDP(sport=1234, dport=5555) / Raw(bytes([i]) * (i + 1)) for i in range(3)]
     src, out = tmp_path / "in.pcap", tmp_path / "out.pcap"
     wrpcap(str(src), frames)
@@ -175,7 +175,7 @@ def test_tshark_decodes_the_output(tmp_path, encapsulation, family):
             assert tunnel[0] == "0x6558" and int(tunnel[1], 16) >> 8 == 4242
         assert eth_src == f"{OUTER_SRC},{INNER_SRC}"
         assert outer_src.split(",")[0] == local
-        assert inner_dst.split(",")[-1] == "10.0.0.2"
+        assert inner_dst.split(",")[-1] == "192.0.2.2"
         assert ip_checksums == ("1,1" if family == 4 else "1")  # every IPv4 header checksum good
         assert data == (bytes([i]) * (i + 1)).hex()
         assert malformed == ""
@@ -221,7 +221,7 @@ def _nvgre(inner, **gre_fields):
 def test_decap_keeps_good_tunnel_packets_and_counts_the_rest(tmp_path, capsys):
     """Tunnel packets built by scapy (not by us), mixed with others and corrupted ones."""
     good = _frames()
-    plain = Ether(src=INNER_SRC, dst=INNER_DST) / IP(src="10.0.0.1", dst="10.0.0.2")
+    plain = Ether(src=INNER_SRC, dst=INNER_DST) / IP(src="192.0.2.1", dst="192.0.2.2")
     snapped = _vxlan(good[0])
     snapped.wirelen = len(snapped) + 100  # captured with a snap length
     packets = [
