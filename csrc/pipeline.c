@@ -186,6 +186,18 @@ drop:
     return count_drop(b, seg, why);
 }
 
+enum {
+    PREFETCH_DATA = 8,  /* frames whose data is fetched ahead of the one in hand */
+    PREFETCH_FDB = 4,   /* frames whose destination bucket is fetched ahead */
+    RX_STAGE = 16,      /* underlay frames checked together before their FDB work */
+};
+
+VTEP_INLINE void prefetch_dst(const struct vtep_segment *s, const vtep_pkt_t *p)
+{
+    if (p->len >= VTEP_ETH_HLEN)
+        vtep_map_prefetch(&s->fdb.map, vtep_eth_key(p->data));
+}
+
 VTEP_INLINE int access_burst(vtep_worker_t *w, const int ipv6, uint32_t port_id, const vtep_pkt_t *pkts,
                              uint32_t n, uint32_t now, vtep_out_t *outs, uint32_t max_out, uint8_t *verdicts)
 {
@@ -208,12 +220,18 @@ VTEP_INLINE int access_burst(vtep_worker_t *w, const int ipv6, uint32_t port_id,
     }
     struct vtep_segment *s = &e->segments[port->segment];
     vtep_counters_t *seg = vtep_segment_block(w, port->segment);
+    /* Frames arrive cold and, in a big table, so do their destination
+     * buckets: fetch frame data PREFETCH_DATA frames ahead and, once it is
+     * there, the bucket PREFETCH_FDB frames ahead. */
+    for (uint32_t i = 0; i < n && i < PREFETCH_DATA; i++)
+        vtep_prefetch(pkts[i].data);
+    for (uint32_t i = 0; i < n && i < PREFETCH_FDB; i++)
+        prefetch_dst(s, &pkts[i]);
     for (uint32_t i = 0; i < n; i++) {
-        /* Warm the next frame's destination bucket while this one runs. */
-        if (i + 1 < n && pkts[i + 1].len >= VTEP_ETH_HLEN)
-            vtep_map_prefetch(&s->fdb.map, vtep_eth_key(pkts[i + 1].data));
-        if (i + 2 < n)
-            vtep_prefetch(pkts[i + 2].data);
+        if (i + PREFETCH_DATA < n)
+            vtep_prefetch(pkts[i + PREFETCH_DATA].data);
+        if (i + PREFETCH_FDB < n)
+            prefetch_dst(s, &pkts[i + PREFETCH_FDB]);
         b.pkt = i;
         verdicts[i] = (uint8_t)access_one(&b, ipv6, port_id, port, s, seg, pkts[i].data, pkts[i].len);
     }
@@ -236,8 +254,19 @@ VTEP_INLINE int remote_find(const vtep_engine_t *e, const vtep_addr_t *a)
     return (int)slot->val;
 }
 
-/* One frame from the underlay. */
-VTEP_INLINE vtep_drop_t underlay_one(struct burst *b, const uint8_t *f, uint32_t len)
+/* An underlay frame that passed the checks, waiting for its FDB work. */
+struct rx_frame {
+    const uint8_t *inner;
+    uint32_t inner_len;
+    uint32_t seg_id;
+    int rid;           /* the sending VTEP, or -1 if no table knows it */
+    uint8_t from;      /* the sender's class, from the VNI */
+};
+
+/* Stage 1 for one underlay frame: the strict outer checks and the tables
+ * that do not move under traffic (VNI map, remotes).  Fills "rx" and returns
+ * VTEP_DROP_NONE, or counts and returns the drop. */
+VTEP_INLINE vtep_drop_t underlay_check(struct burst *b, const uint8_t *f, uint32_t len, struct rx_frame *rx)
 {
     const vtep_engine_t *e = b->e;
     vtep_counters_t *seg = NULL;
@@ -255,47 +284,62 @@ VTEP_INLINE vtep_drop_t underlay_one(struct burst *b, const uint8_t *f, uint32_t
         why = VTEP_DROP_UNKNOWN_VNI;
         goto drop;
     }
-    uint32_t seg_id = (uint32_t)(vs->val >> 8);
-    uint8_t from = (uint8_t)vs->val;  /* the VNI says what role the sender has */
-    struct vtep_segment *s = &e->segments[seg_id];
-    seg = vtep_segment_block(b->w, seg_id);
+    rx->seg_id = (uint32_t)(vs->val >> 8);
+    rx->from = (uint8_t)vs->val;  /* the VNI says what role the sender has */
+    const struct vtep_segment *s = &e->segments[rx->seg_id];
+    seg = vtep_segment_block(b->w, rx->seg_id);
     count_rx(seg, len);
-    int rid = remote_find(e, &info.src);
-    if (s->n_remotes && (rid < 0 || !(s->remote_bits[rid / 64] & 1ull << (rid % 64)))) {
+    rx->rid = remote_find(e, &info.src);
+    if (s->n_remotes && (rx->rid < 0 || !(s->remote_bits[rx->rid / 64] & 1ull << (rx->rid % 64)))) {
         why = VTEP_DROP_UNKNOWN_REMOTE;
         goto drop;
     }
-    const uint8_t *inner = f + info.inner_offset, *dst = inner, *src = inner + VTEP_ETH_ALEN;
-    uint32_t ilen = info.inner_len;
-    if (vtep_vlan_is_tag(vtep_eth_type(inner))) {
+    rx->inner = f + info.inner_offset;
+    rx->inner_len = info.inner_len;
+    if (vtep_vlan_is_tag(vtep_eth_type(rx->inner))) {
         why = VTEP_DROP_VLAN_TAGGED;
         goto drop;
     }
+    const uint8_t *src = rx->inner + VTEP_ETH_ALEN;
     if (vtep_eth_is_multicast(src) || vtep_eth_is_zero(src)) {
         why = VTEP_DROP_BAD_SRC_MAC;
         goto drop;
     }
+    /* Stage 2 will look both MACs up: start fetching their buckets. */
+    vtep_map_prefetch(&s->fdb.map, vtep_eth_key(rx->inner));
+    vtep_map_prefetch(&s->fdb.map, vtep_eth_key(src));
+    return VTEP_DROP_NONE;
+drop:
+    return count_drop(b, seg, why);
+}
+
+/* Stage 2: learn the sender's MAC and forward the inner frame. */
+VTEP_INLINE vtep_drop_t underlay_forward(struct burst *b, const struct rx_frame *rx)
+{
+    const vtep_engine_t *e = b->e;
+    struct vtep_segment *s = &e->segments[rx->seg_id];
+    vtep_counters_t *seg = vtep_segment_block(b->w, rx->seg_id);
+    const uint8_t *dst = rx->inner, *src = rx->inner + VTEP_ETH_ALEN;
+    vtep_drop_t why;
     /* Learn only from VTEPs we know: an address we have no template for
      * could not be sent to anyway. */
-    if (s->mac_learning && rid >= 0
+    if (s->mac_learning && rx->rid >= 0
         && vtep_fdb_learn(&s->fdb, vtep_eth_key(src),
-                          vtep_fdb_binding(vtep_fdb_pack(0, (uint16_t)rid, VTEP_FDBF_REMOTE, from)), b->now))
+                          vtep_fdb_binding(vtep_fdb_pack(0, (uint16_t)rx->rid, VTEP_FDBF_REMOTE, rx->from)),
+                          b->now))
         VTEP_COUNTER_ADD(seg->learn_refused, 1);
 
     uint64_t v;
     if (vtep_eth_is_multicast(dst) || !vtep_fdb_lookup(&s->fdb, vtep_eth_key(dst), b->now, &v))
-        return flood(b, 0, s, seg, from, UINT32_MAX, inner, ilen, 0);
+        return flood(b, 0, s, seg, rx->from, UINT32_MAX, rx->inner, rx->inner_len, 0);
     uint32_t target = vtep_fdb_target(v);
     if (vtep_fdb_flags(v) & VTEP_FDBF_REMOTE)
         why = VTEP_DROP_SPLIT_HORIZON;
-    else if (!vtep_pvlan_allows(from, e->ports[target].pvlan_class))
+    else if (!vtep_pvlan_allows(rx->from, e->ports[target].pvlan_class))
         why = VTEP_DROP_PVLAN_DENY;
     else
-        why = emit_port(b, seg, target, inner, ilen);
-    if (why == VTEP_DROP_NONE)
-        return why;
-drop:
-    return count_drop(b, seg, why);
+        why = emit_port(b, seg, target, rx->inner, rx->inner_len);
+    return why == VTEP_DROP_NONE ? why : count_drop(b, seg, why);
 }
 
 int vtep_underlay_burst(vtep_worker_t *w, const vtep_pkt_t *pkts, uint32_t n, uint32_t now,
@@ -306,12 +350,25 @@ int vtep_underlay_burst(vtep_worker_t *w, const vtep_pkt_t *pkts, uint32_t n, ui
         return -EINVAL;
     b.in = vtep_underlay_block(w);
     uint64_t rx_bytes = 0;
-    for (uint32_t i = 0; i < n; i++) {
-        if (i + 2 < n)
-            vtep_prefetch(pkts[i + 2].data);
-        rx_bytes += pkts[i].len;
-        b.pkt = i;
-        verdicts[i] = (uint8_t)underlay_one(&b, pkts[i].data, pkts[i].len);
+    /* In stages of RX_STAGE frames: check them all (which prefetches their
+     * FDB buckets), then learn and forward them in order.  Stage 1 reads no
+     * FDB, so the result is the same as one frame at a time. */
+    struct rx_frame stage[RX_STAGE];
+    for (uint32_t base = 0; base < n; base += RX_STAGE) {
+        uint32_t m = n - base < RX_STAGE ? n - base : RX_STAGE;
+        for (uint32_t j = 0; j < m; j++) {
+            uint32_t i = base + j;
+            if (i + PREFETCH_DATA < n)
+                vtep_prefetch(pkts[i + PREFETCH_DATA].data);
+            rx_bytes += pkts[i].len;
+            b.pkt = i;
+            verdicts[i] = (uint8_t)underlay_check(&b, pkts[i].data, pkts[i].len, &stage[j]);
+        }
+        for (uint32_t j = 0; j < m; j++) {
+            b.pkt = base + j;
+            if (verdicts[base + j] == VTEP_DROP_NONE)
+                verdicts[base + j] = (uint8_t)underlay_forward(&b, &stage[j]);
+        }
     }
     VTEP_COUNTER_ADD(b.in->rx_packets, n);
     VTEP_COUNTER_ADD(b.in->rx_bytes, rx_bytes);
