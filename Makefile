@@ -11,7 +11,7 @@ CORE_SRC := $(wildcard csrc/*.c)
 CORE_DEP := $(CORE_SRC) $(wildcard csrc/*.h csrc/*.def)
 STAMP := $(VENV)/.vtep-installed
 
-.PHONY: build test test-c bench demo lint clean system-deps
+.PHONY: build test test-c fuzz bench demo lint clean system-deps
 
 build: $(STAMP)
 
@@ -39,9 +39,29 @@ build/test_fdb_stress: tests/c/test_fdb_stress.c $(CORE_DEP)
 	@mkdir -p build
 	$(CC) $(CFLAGS) -Icsrc -pthread -o $@ tests/c/test_fdb_stress.c csrc/map.c csrc/fdb.c
 
-test-c: build/test_c build/test_fdb_stress
+# The fuzz target, replayed over its corpus with gcc's sanitizers (no clang needed).
+build/fuzz_replay: tests/fuzz/fuzz_frame.c tests/fuzz/replay.c $(CORE_DEP)
+	@mkdir -p build
+	$(CC) $(CFLAGS) -g -fsanitize=address,undefined -fno-sanitize-recover=all -Icsrc -o $@ \
+		tests/fuzz/fuzz_frame.c tests/fuzz/replay.c $(CORE_SRC)
+
+test-c: build/test_c build/test_fdb_stress build/fuzz_replay
 	./build/test_c
 	./build/test_fdb_stress
+	./build/fuzz_replay tests/fuzz/corpus
+
+# Coverage-guided fuzzing with libFuzzer (clang); new inputs go to build/fuzz-corpus.
+FUZZ_SECONDS ?= 60
+CLANG ?= clang-14
+build/fuzz_frame: tests/fuzz/fuzz_frame.c $(CORE_DEP)
+	@mkdir -p build/fuzz-corpus
+	$(CLANG) -O1 -g -std=gnu11 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -Icsrc \
+		-o $@ tests/fuzz/fuzz_frame.c $(CORE_SRC)
+
+fuzz:
+	@$(MAKE) --no-print-directory system-deps APT_PACKAGES="clang-14 libclang-rt-14-dev"
+	@$(MAKE) --no-print-directory build/fuzz_frame
+	./build/fuzz_frame -max_total_time=$(FUZZ_SECONDS) -max_len=2048 build/fuzz-corpus tests/fuzz/corpus
 
 test: build test-c
 	$(PY) -m pytest
