@@ -23,6 +23,7 @@ MAX_COMMUNITIES = VTEP_MAX_COMMUNITIES
 DROP_COUNT = VTEP_DROP_COUNT
 OUT_PORT = VTEP_OUT_PORT
 OUT_UNDERLAY = VTEP_OUT_UNDERLAY
+PKT_CSUM_OK = VTEP_PKT_CSUM_OK
 
 
 class VtepError(OSError):
@@ -116,8 +117,12 @@ cdef class Burst:
         free(self._verdicts)
         free(self.buf)
 
-    def load(self, frames):
+    def load(self, frames, flags=None):
+        """Copy "frames" in; "flags" gives each frame's PKT_* flags (default 0)."""
         frames = [bytes(f) for f in frames]
+        flags = [0] * len(frames) if flags is None else list(flags)
+        if len(flags) != len(frames):
+            raise ValueError("one flags value per frame")
         if len(frames) > self.capacity:
             raise ValueError(f"{len(frames)} frames for a burst of {self.capacity}")
         total = sum(len(f) for f in frames)
@@ -130,6 +135,7 @@ cdef class Burst:
             memcpy(self.buf + off, <const char *>f, len(f))
             self.pkts[i].data = self.buf + off
             self.pkts[i].len = len(f)
+            self.pkts[i].flags = flags[i]
             off += len(f)
         self.n = len(frames)
         self.n_out = 0
@@ -334,15 +340,15 @@ cdef class Engine:
         self.access_burst(port, burst, now)
         return burst.verdicts, burst.outputs()
 
-    def underlay(self, frames, uint32_t now=0):
-        burst = self._burst_for(frames)
+    def underlay(self, frames, uint32_t now=0, flags=None):
+        burst = self._burst_for(frames, flags)
         self.underlay_burst(burst, now)
         return burst.verdicts, burst.outputs()
 
-    def _burst_for(self, frames):
+    def _burst_for(self, frames, flags=None):
         n = max(len(frames), 1)
         burst = Burst(n, n * max(1, max(self._fanout.values(), default=0)))
-        burst.load(frames)
+        burst.load(frames, flags)
         return burst
 
 

@@ -68,6 +68,10 @@ cdef extern from "vtep.h" nogil:
     ctypedef struct vtep_pkt_t:
         const uint8_t *data
         uint32_t len
+        uint32_t flags
+
+    enum:
+        VTEP_PKT_CSUM_OK
 
     ctypedef struct vtep_out_t:
         const uint8_t *data

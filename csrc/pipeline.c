@@ -266,12 +266,14 @@ struct rx_frame {
 /* Stage 1 for one underlay frame: the strict outer checks and the tables
  * that do not move under traffic (VNI map, remotes).  Fills "rx" and returns
  * VTEP_DROP_NONE, or counts and returns the drop. */
-VTEP_INLINE vtep_drop_t underlay_check(struct burst *b, const uint8_t *f, uint32_t len, struct rx_frame *rx)
+VTEP_INLINE vtep_drop_t underlay_check(struct burst *b, const vtep_pkt_t *pkt, struct rx_frame *rx)
 {
     const vtep_engine_t *e = b->e;
+    const uint8_t *f = pkt->data;
+    uint32_t len = pkt->len;
     vtep_counters_t *seg = NULL;
     vtep_decap_info_t info;
-    vtep_drop_t why = vtep_decap_inline(f, len, e->p.destination_port, &info);
+    vtep_drop_t why = vtep_decap_inline(f, len, e->p.destination_port, &info, !(pkt->flags & VTEP_PKT_CSUM_OK));
     if (why)
         goto drop;
     if (info.dst.family != e->p.local.family
@@ -362,7 +364,7 @@ int vtep_underlay_burst(vtep_worker_t *w, const vtep_pkt_t *pkts, uint32_t n, ui
                 vtep_prefetch(pkts[i + PREFETCH_DATA].data);
             rx_bytes += pkts[i].len;
             b.pkt = i;
-            verdicts[i] = (uint8_t)underlay_check(&b, pkts[i].data, pkts[i].len, &stage[j]);
+            verdicts[i] = (uint8_t)underlay_check(&b, &pkts[i], &stage[j]);
         }
         for (uint32_t j = 0; j < m; j++) {
             b.pkt = base + j;

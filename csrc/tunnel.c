@@ -89,11 +89,11 @@ int vtep_encap(const vtep_tunnel_t *t, uint32_t vni, const uint8_t *frame, size_
     return (int)(hlen + len);
 }
 
-vtep_drop_t vtep_decap(const uint8_t *pkt, size_t len, uint16_t destination_port,
+vtep_drop_t vtep_decap(const uint8_t *pkt, size_t len, uint16_t destination_port, uint32_t flags,
                        vtep_decap_info_t *info)
 {
     memset(info, 0, sizeof *info);
-    return vtep_decap_inline(pkt, len, destination_port, info);
+    return vtep_decap_inline(pkt, len, destination_port, info, !(flags & VTEP_PKT_CSUM_OK));
 }
 
 uint32_t vtep_flow_hash(const uint8_t *frame, size_t len)

@@ -139,10 +139,50 @@ VTEP_INLINE unsigned vtep_encap_inline(const vtep_tunnel_t *t, const int ipv6, u
     return t->len;
 }
 
+/* Whether the upper-layer header at "l4" ("len" bytes) is tunnel traffic
+ * for us: UDP to "dport", or GRE carrying Ethernet. */
+VTEP_INLINE int vtep_is_tunnel_l4(const uint8_t *l4, size_t len, uint8_t proto, uint16_t dport)
+{
+    if (len < 4)
+        return 0;
+    if (proto == VTEP_IPPROTO_UDP)
+        return vtep_get_be16(l4 + 2) == dport;
+    return proto == VTEP_IPPROTO_GRE && vtep_get_be16(l4 + 2) == VTEP_ETH_P_TEB;
+}
+
+/* An IPv6 packet whose next header "nh" is an extension header.  We never
+ * send them and refuse them on tunnel traffic (ip_options, or fragment), but
+ * the host's own traffic has them (MLD carries hop-by-hop options) and is
+ * not ours to count: walk a few to find the upper layer and tell which. */
+VTEP_INLINE vtep_drop_t vtep_ipv6_extensions(const uint8_t *p, size_t len, uint8_t nh, uint16_t dport)
+{
+    vtep_drop_t why = VTEP_DROP_IP_OPTIONS;
+    for (int i = 0; i < 8 && vtep_ipv6_is_extension(nh); i++) {
+        if (nh == VTEP_IPV6_NH_ESP || len < 8)
+            return VTEP_DROP_NOT_TUNNEL;  /* encrypted, or cut short: cannot tell */
+        size_t hlen = (p[1] + 1u) * 8;
+        if (nh == VTEP_IPV6_NH_AH) {
+            hlen = (p[1] + 2u) * 4;
+        } else if (nh == VTEP_IPV6_NH_FRAGMENT) {
+            if (vtep_get_be16(p + 2) & 0xfff8)
+                return VTEP_DROP_NOT_TUNNEL;  /* a later fragment shows no upper header */
+            why = VTEP_DROP_FRAGMENT;
+            hlen = 8;
+        }
+        if (len < hlen)
+            return VTEP_DROP_NOT_TUNNEL;
+        nh = p[0];
+        p += hlen;
+        len -= hlen;
+    }
+    return vtep_is_tunnel_l4(p, len, nh, dport) ? why : VTEP_DROP_NOT_TUNNEL;
+}
+
 /* Strict receive of one underlay frame: see vtep_decap() and the comments in
- * vxlan.h and nvgre.h for what is checked and why. */
+ * vxlan.h and nvgre.h for what is checked and why.  "verify_l4" is 0 when the
+ * kernel already vouched for the UDP checksum (vtep_pkt_t flags). */
 VTEP_INLINE vtep_drop_t vtep_decap_inline(const uint8_t *pkt, size_t len, uint16_t dport,
-                                          vtep_decap_info_t *info)
+                                          vtep_decap_info_t *info, int verify_l4)
 {
     if (len < VTEP_ETH_HLEN)
         return VTEP_DROP_RUNT;
@@ -171,10 +211,14 @@ VTEP_INLINE vtep_drop_t vtep_decap_inline(const uint8_t *pkt, size_t len, uint16
             return VTEP_DROP_BAD_HEADER;
         if (vtep_csum_fold(vtep_csum_add(0, ip, hlen)) != 0xffff)
             return VTEP_DROP_BAD_CHECKSUM;
-        if (hlen != VTEP_IPV4_HLEN)
-            return VTEP_DROP_IP_OPTIONS;
-        if (vtep_get_be16(&ip->frag_off) & (VTEP_IPV4_MF | VTEP_IPV4_OFFSET))
-            return VTEP_DROP_FRAGMENT;
+        uint16_t frag = vtep_get_be16(&ip->frag_off);
+        if (hlen != VTEP_IPV4_HLEN || (frag & (VTEP_IPV4_MF | VTEP_IPV4_OFFSET))) {
+            /* Refused on tunnel traffic; on other traffic, the host's business.
+             * A later fragment shows no upper header, so we cannot tell. */
+            if ((frag & VTEP_IPV4_OFFSET) || !vtep_is_tunnel_l4(l3 + hlen, tot_len - hlen, proto, dport))
+                return VTEP_DROP_NOT_TUNNEL;
+            return hlen != VTEP_IPV4_HLEN ? VTEP_DROP_IP_OPTIONS : VTEP_DROP_FRAGMENT;
+        }
         info->src.family = info->dst.family = 4;
         memcpy(info->src.bytes, ip->saddr, 4);
         memcpy(info->dst.bytes, ip->daddr, 4);
@@ -190,12 +234,8 @@ VTEP_INLINE vtep_drop_t vtep_decap_inline(const uint8_t *pkt, size_t len, uint16
         if (vtep_ipv6_version(ip6) != 6)
             return VTEP_DROP_BAD_HEADER;
         proto = ip6->nexthdr;
-        if (proto == VTEP_IPV6_NH_FRAGMENT)
-            return VTEP_DROP_FRAGMENT;
-        /* Tunnels we send carry no extension headers; rather than walk a
-         * chain an attacker controls, we drop any. */
         if (vtep_ipv6_is_extension(proto))
-            return VTEP_DROP_IP_OPTIONS;
+            return vtep_ipv6_extensions(l3 + VTEP_IPV6_HLEN, l3_len - VTEP_IPV6_HLEN, proto, dport);
         if (proto != VTEP_IPPROTO_UDP && proto != VTEP_IPPROTO_GRE)
             return VTEP_DROP_NOT_TUNNEL;
         l4_len = vtep_get_be16(&ip6->payload_len);
@@ -224,7 +264,7 @@ VTEP_INLINE vtep_drop_t vtep_decap_inline(const uint8_t *pkt, size_t len, uint16
         /* Zero is "no checksum": allowed over IPv4, and for tunnels over
          * IPv6 by RFC 6935, which peers (Linux udp6zerocsumtx) may use. */
         uint16_t check = vtep_get_be16(&udp->check);
-        if (check && vtep_csum_fold(vtep_csum_add(pseudo + VTEP_IPPROTO_UDP + l4_len, l4, l4_len)) != 0xffff)
+        if (check && verify_l4 && vtep_csum_fold(vtep_csum_add(pseudo + VTEP_IPPROTO_UDP + l4_len, l4, l4_len)) != 0xffff)
             return VTEP_DROP_BAD_CHECKSUM;
         if (l4_len < VTEP_UDP_HLEN + VTEP_VXLAN_HLEN)
             return VTEP_DROP_RUNT;

@@ -74,6 +74,7 @@ typedef struct vtep_fdb_entry {
 typedef struct vtep_pkt {
     const uint8_t *data;
     uint32_t len;
+    uint32_t flags;           /* VTEP_PKT_* (vtep_packet.h) */
 } vtep_pkt_t;
 
 enum { VTEP_OUT_PORT = 0, VTEP_OUT_UNDERLAY = 1 };

@@ -26,6 +26,14 @@ typedef enum vtep_drop {
     VTEP_DROP_COUNT
 } vtep_drop_t;
 
+/* Flags of a received frame (vtep_pkt_t.flags, vtep_decap()).
+ * VTEP_PKT_CSUM_OK: the kernel vouches for the UDP checksum.  It verified
+ * it, or the frame was sent on this host and the checksum is not computed
+ * yet (AF_PACKET TP_STATUS_CSUM_VALID or TP_STATUS_CSUMNOTREADY; across a
+ * veth, or in a capture with checksum offload, the field then holds only
+ * the pseudo-header sum).  Its UDP checksum is not verified again. */
+enum { VTEP_PKT_CSUM_OK = 1 };
+
 typedef enum vtep_encap {
     VTEP_ENCAP_VXLAN = 0,
     VTEP_ENCAP_NVGRE = 1,
@@ -99,8 +107,9 @@ int vtep_encap(const vtep_tunnel_t *t, uint32_t vni, const uint8_t *frame, size_
                uint8_t *out, size_t cap);
 
 /* Decapsulate VXLAN (UDP port "destination_port") or NVGRE from the Ethernet
- * frame "pkt".  Returns VTEP_DROP_NONE and fills "info", or the drop reason. */
-vtep_drop_t vtep_decap(const uint8_t *pkt, size_t len, uint16_t destination_port,
+ * frame "pkt" with VTEP_PKT_* "flags".  Returns VTEP_DROP_NONE and fills
+ * "info", or the drop reason. */
+vtep_drop_t vtep_decap(const uint8_t *pkt, size_t len, uint16_t destination_port, uint32_t flags,
                        vtep_decap_info_t *info);
 
 /* Hash of the inner flow (MACs, IP addresses, protocol, L4 ports) of "frame";

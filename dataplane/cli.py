@@ -104,6 +104,9 @@ def _encap_args(p):
 def _decap_args(p):
     p.add_argument("--destination-port", type=_ranged(1, 65535), metavar="P", default=4789,
                    help="UDP port of VXLAN packets (default %(default)s)")
+    p.add_argument("--ignore-udp-checksum", action="store_true",
+                   help="do not verify UDP checksums: captures taken on a veth or the sender's host "
+                        "hold unfinished ones")
     _files_args(p)
 
 
@@ -145,7 +148,8 @@ def _pcap_encap(args):
 
 def _pcap_decap(args):
     _check_files(args)
-    summary = pcap.decap_file(args.input, args.output, args.destination_port)
+    summary = pcap.decap_file(args.input, args.output, args.destination_port,
+                              verify_checksum=not args.ignore_udp_checksum)
     return _report(args, summary, "decapsulated")
 
 

@@ -172,9 +172,9 @@ def encap_file(src, dst, tunnel, vni):
     return _convert(src, dst, encap)
 
 
-def decap_file(src, dst, destination_port=4789):
+def decap_file(src, dst, destination_port=4789, verify_checksum=True):
     """Write the inner frames of the VXLAN (UDP "destination_port") and NVGRE
     packets of pcap "src" to "dst"; other packets are skipped, counted by the
     drop reason the fast path gives.  Returns a Summary; raises PcapError or
     OSError for a file that cannot be used."""
-    return _convert(src, dst, lambda frame: packet.decap(frame, destination_port).inner)
+    return _convert(src, dst, lambda frame: packet.decap(frame, destination_port, verify_checksum).inner)

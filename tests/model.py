@@ -35,6 +35,7 @@ ETH_IPV4, ETH_IPV6, ETH_TEB = 0x0800, 0x86DD, 0x6558
 VLAN_TPIDS = (0x8100, 0x88A8)
 PROTO_TCP, PROTO_UDP, PROTO_GRE = 6, 17, 47
 IPV6_EXTENSIONS = (0, 43, 44, 50, 51, 60)  # hop-by-hop, routing, fragment, ESP, AH, dst opts
+PKT_CSUM_OK = 1  # vtep.h VTEP_PKT_CSUM_OK: the kernel vouched for the UDP checksum
 VXLAN_I = 0x08
 GRE_K = 0x2000
 VNI_MAX = 0xFFFFFF
@@ -232,10 +233,43 @@ class Decapsulated:
     ttl: int
 
 
-def decap(pkt, destination_port=4789):
+def _is_tunnel(l4, proto, destination_port):
+    """UDP to our port, or GRE carrying Ethernet: traffic that is ours to refuse."""
+    if len(l4) < 4:
+        return False
+    if proto == PROTO_UDP:
+        return be16(l4, 2) == destination_port
+    return proto == PROTO_GRE and be16(l4, 2) == ETH_TEB
+
+
+def _ipv6_extensions(rest, nh, destination_port):
+    """Tunnel traffic behind IPv6 extension headers is refused (ip_options,
+    or fragment); the host's own (MLD has hop-by-hop options) is not_tunnel."""
+    why = "ip_options"
+    for _ in range(8):
+        if nh not in IPV6_EXTENSIONS:
+            break
+        if nh == 50 or len(rest) < 8:  # ESP, or cut short: cannot tell
+            return "not_tunnel"
+        if nh == 44:  # fragment header
+            if be16(rest, 2) & 0xFFF8:
+                return "not_tunnel"  # a later fragment: no upper header to see
+            why, size = "fragment", 8
+        elif nh == 51:  # AH counts 4-byte words
+            size = (rest[1] + 2) * 4
+        else:
+            size = (rest[1] + 1) * 8
+        if len(rest) < size:
+            return "not_tunnel"
+        nh, rest = rest[0], rest[size:]
+    return why if _is_tunnel(rest, nh, destination_port) else "not_tunnel"
+
+
+def decap(pkt, destination_port=4789, verify_udp=True):
     """(None, Decapsulated) or (drop reason name, None).  What is checked
     follows DESIGN.md section 3 and the RFCs; the order of the checks (which
-    reason wins when several apply) is the C's, vtep_decap_inline()."""
+    reason wins when several apply) is the C's, vtep_decap_inline().
+    "verify_udp" False: the kernel vouched for the UDP checksum."""
     pkt = bytes(pkt)
     if len(pkt) < 14:
         return "runt", None
@@ -257,10 +291,12 @@ def decap(pkt, destination_port=4789):
             return "bad_header", None
         if checksum(l3[:hlen]) != 0:
             return "bad_checksum", None
-        if hlen != 20:
-            return "ip_options", None
-        if be16(l3, 6) & 0x3FFF:  # MF or a fragment offset
-            return "fragment", None
+        frag = be16(l3, 6)
+        if hlen != 20 or frag & 0x3FFF:  # options, MF or a fragment offset
+            # Refused on tunnel traffic; a later fragment shows no upper header.
+            if frag & 0x1FFF or not _is_tunnel(l3[hlen:total], proto, destination_port):
+                return "not_tunnel", None
+            return ("ip_options" if hlen != 20 else "fragment"), None
         src, dst = l3[12:16], l3[16:20]
         tos, ttl = l3[1], l3[8]
         l4 = l3[20:total]
@@ -270,10 +306,8 @@ def decap(pkt, destination_port=4789):
         if l3[0] >> 4 != 6:
             return "bad_header", None
         proto = l3[6]
-        if proto == 44:
-            return "fragment", None
         if proto in IPV6_EXTENSIONS:
-            return "ip_options", None
+            return _ipv6_extensions(l3[40:], proto, destination_port), None
         if proto not in (PROTO_UDP, PROTO_GRE):
             return "not_tunnel", None
         plen = be16(l3, 4)
@@ -295,7 +329,7 @@ def decap(pkt, destination_port=4789):
             return "bad_header", None
         # Zero means "no checksum": IPv4 may omit it, and so may tunnels over
         # IPv6 (RFC 6935; DESIGN.md: accept 0, verify a nonzero one).
-        if csum != 0 and checksum(_pseudo_header(src, dst, PROTO_UDP, len(l4)) + l4) != 0:
+        if csum != 0 and verify_udp and checksum(_pseudo_header(src, dst, PROTO_UDP, len(l4)) + l4) != 0:
             return "bad_checksum", None
         if len(l4) < 16:
             return "runt", None
@@ -655,8 +689,9 @@ class Model:
             why = self._emit_port(b, seg, e.target, f)
         return self._drop(ingress, seg, why) if why else None
 
-    def underlay(self, frames, now=0):
+    def underlay(self, frames, now=0, flags=None):
         frames = [bytes(f) for f in frames]
+        flags = flags or [0] * len(frames)
         b = _Burst(len(frames), self._fanout())
         ingress = self._block("underlay")
         ingress["rx_packets"] += len(frames)
@@ -664,11 +699,11 @@ class Model:
         verdicts = []
         for i, f in enumerate(frames):
             b.pkt = i
-            verdicts.append(DROP[self._underlay_one(b, ingress, f, now) or "none"])
+            verdicts.append(DROP[self._underlay_one(b, ingress, f, now, flags[i]) or "none"])
         return verdicts, b.outs
 
-    def _underlay_one(self, b, ingress, f, now):
-        why, d = decap(f, self.destination_port)
+    def _underlay_one(self, b, ingress, f, now, flags):
+        why, d = decap(f, self.destination_port, verify_udp=not flags & PKT_CSUM_OK)
         if why:
             return self._drop(ingress, None, why)
         if d.dst != self.local:

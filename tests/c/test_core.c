@@ -262,7 +262,7 @@ static void test_golden_vxlan4(void)
 static void test_decap_golden(void)
 {
     vtep_decap_info_t info;
-    CHECK_EQ(vtep_decap(golden_vxlan4, sizeof golden_vxlan4, 4789, &info), VTEP_DROP_NONE);
+    CHECK_EQ(vtep_decap(golden_vxlan4, sizeof golden_vxlan4, 4789, 0, &info), VTEP_DROP_NONE);
     CHECK_EQ(info.encapsulation, VTEP_ENCAP_VXLAN);
     CHECK_EQ(info.vni, 5000);
     CHECK_EQ(info.inner_offset, 50);
@@ -279,20 +279,20 @@ static void test_decap_golden(void)
     /* Ethernet padding after the IP packet is not part of the inner frame. */
     uint8_t padded[sizeof golden_vxlan4 + 4] = {0};
     memcpy(padded, golden_vxlan4, sizeof golden_vxlan4);
-    CHECK_EQ(vtep_decap(padded, sizeof padded, 4789, &info), VTEP_DROP_NONE);
+    CHECK_EQ(vtep_decap(padded, sizeof padded, 4789, 0, &info), VTEP_DROP_NONE);
     CHECK_EQ(info.inner_len, sizeof inner_frame);
 
     /* A few strict-receive cases on the same bytes. */
     uint8_t pkt[sizeof golden_vxlan4];
-    CHECK_EQ(vtep_decap(golden_vxlan4, sizeof golden_vxlan4, 8472, &info), VTEP_DROP_NOT_TUNNEL);
-    CHECK_EQ(vtep_decap(golden_vxlan4, 13, 4789, &info), VTEP_DROP_RUNT);
-    CHECK_EQ(vtep_decap(golden_vxlan4, sizeof golden_vxlan4 - 1, 4789, &info), VTEP_DROP_BAD_HEADER);
+    CHECK_EQ(vtep_decap(golden_vxlan4, sizeof golden_vxlan4, 8472, 0, &info), VTEP_DROP_NOT_TUNNEL);
+    CHECK_EQ(vtep_decap(golden_vxlan4, 13, 4789, 0, &info), VTEP_DROP_RUNT);
+    CHECK_EQ(vtep_decap(golden_vxlan4, sizeof golden_vxlan4 - 1, 4789, 0, &info), VTEP_DROP_BAD_HEADER);
     memcpy(pkt, golden_vxlan4, sizeof pkt);
     pkt[42] = 0x0c;  /* a reserved VXLAN flag next to I */
-    CHECK_EQ(vtep_decap(pkt, sizeof pkt, 4789, &info), VTEP_DROP_BAD_FLAGS);
+    CHECK_EQ(vtep_decap(pkt, sizeof pkt, 4789, 0, &info), VTEP_DROP_BAD_FLAGS);
     memcpy(pkt, golden_vxlan4, sizeof pkt);
     pkt[22] = 63;    /* TTL changed, IPv4 checksum not updated */
-    CHECK_EQ(vtep_decap(pkt, sizeof pkt, 4789, &info), VTEP_DROP_BAD_CHECKSUM);
+    CHECK_EQ(vtep_decap(pkt, sizeof pkt, 4789, 0, &info), VTEP_DROP_BAD_CHECKSUM);
 
     /* Cut short at every length, each copy in a buffer of exactly that size
      * (so valgrind or ASan would see a read past the end): a runt until the
@@ -304,7 +304,7 @@ static void test_decap_golden(void)
             abort();
         memcpy(cut, golden_vxlan4, n);
         vtep_drop_t want = n < 34 ? VTEP_DROP_RUNT : VTEP_DROP_BAD_HEADER;
-        vtep_drop_t got = vtep_decap(cut, n, 4789, &info);
+        vtep_drop_t got = vtep_decap(cut, n, 4789, 0, &info);
         if (got != want)
             fprintf(stderr, "  (truncated to %zu bytes)\n", n);
         CHECK_EQ(got, want);

@@ -84,7 +84,7 @@ static void check_outputs(const vtep_out_t *outs, int n, const uint8_t *buf, siz
         memcpy(packet, o->hdr, o->hdr_len);
         memcpy(packet + o->hdr_len, o->data, o->data_len);
         vtep_decap_info_t info;
-        CHECK(vtep_decap(packet, o->hdr_len + (size_t)o->data_len, 4789, &info) == VTEP_DROP_NONE);
+        CHECK(vtep_decap(packet, o->hdr_len + (size_t)o->data_len, 4789, 0, &info) == VTEP_DROP_NONE);
         CHECK(info.src.family == family && info.inner_len == o->data_len);
         CHECK(memcmp(packet + info.inner_offset, o->data, o->data_len) == 0);
     }
@@ -101,11 +101,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memcpy(buf, data, size);
 
     vtep_decap_info_t info;
-    if (vtep_decap(buf, size, 4789, &info) == VTEP_DROP_NONE)
+    if (vtep_decap(buf, size, 4789, 0, &info) == VTEP_DROP_NONE)
         CHECK(info.inner_len >= 14 && info.inner_offset + (size_t)info.inner_len <= size);
     (void)vtep_flow_hash(buf, size);
 
-    vtep_pkt_t pkt = {buf, (uint32_t)size};
+    /* The first byte also says whether the kernel vouched for the checksum. */
+    vtep_pkt_t pkt = {buf, (uint32_t)size, size && buf[0] >> 7 ? VTEP_PKT_CSUM_OK : 0};
     vtep_out_t outs[MAX_OUT];
     uint8_t verdict;
     uint32_t now = size ? buf[0] : 0;  /* the clock moves with the input, to reach ageing */

@@ -11,10 +11,13 @@ vtep_decap_inline() (csrc/tunnel.h):
   IPv4: header (20) -> runt; version, IHL < 5 -> bad_header; protocol not
         UDP/GRE -> not_tunnel; options beyond the data -> runt; total length
         < IHL or beyond the frame -> bad_header; header checksum ->
-        bad_checksum; options -> ip_options; MF or offset -> fragment
-  IPv6: header (40) -> runt; version -> bad_header; fragment header ->
-        fragment; other extension headers -> ip_options; next header not
-        UDP/GRE -> not_tunnel; payload length beyond the frame -> bad_header
+        bad_checksum; options -> ip_options and MF -> fragment, but only
+        when the upper header shows tunnel traffic for us (else, and for
+        later fragments, not_tunnel: the host's own traffic)
+  IPv6: header (40) -> runt; version -> bad_header; extension headers ->
+        ip_options (fragment header: fragment) when the chain ends in tunnel
+        traffic for us, else not_tunnel; next header not UDP/GRE ->
+        not_tunnel; payload length beyond the frame -> bad_header
   UDP:  header (8) -> runt; port -> not_tunnel; length != IP payload ->
         bad_header; nonzero checksum -> bad_checksum; VXLAN header
         (8) -> runt; flags -> bad_flags
@@ -28,12 +31,13 @@ import collections
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from scapy.layers.inet import ICMP, IP, UDP, IPOption_Router_Alert
-from scapy.layers.inet6 import (IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrFragment, IPv6ExtHdrHopByHop,
-                                IPv6ExtHdrRouting)
+from scapy.layers.inet6 import (ICMPv6MLReport2, IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrFragment,
+                                IPv6ExtHdrHopByHop, IPv6ExtHdrRouting, RouterAlert)
+from scapy.layers.ipsec import AH
 from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Ether
 from scapy.packet import Raw
 
-from dataplane._engine import Burst, Engine, VtepError
+from dataplane._engine import PKT_CSUM_OK, Burst, Engine, VtepError
 from dataplane.packet import DROP_REASONS, DecapError, Tunnel, decap
 
 LOCAL = {4: "198.18.0.1", 6: "2001:db8:f::1"}       # the VTEP under test
@@ -270,8 +274,9 @@ def v4_cases(proto):
         ("ip-checksum-zero", patch(good, 24, [0, 0]), "bad_checksum"),
         ("ip-options", p(ip={"options": [IPOption_Router_Alert()]}), "ip_options"),
         ("more-fragments", p(ip={"flags": "MF"}), "fragment"),
-        ("fragment-offset", p(ip={"flags": 0, "frag": 1}), "fragment"),
-        ("last-fragment", p(ip={"flags": "DF", "frag": 0x1fff}), "fragment"),
+        # A later fragment shows no UDP or GRE header: it cannot be told from the host's own.
+        ("fragment-offset", p(ip={"flags": 0, "frag": 1}), "not_tunnel"),
+        ("last-fragment", p(ip={"flags": "DF", "frag": 0x1fff}), "not_tunnel"),
         ("proto-tcp", p(ip={"proto": 6}), "not_tunnel"),
         ("proto-icmp", bytes(Ether(dst=UNDERLAY_MAC) / IP(src=SENDER[4], dst=LOCAL[4]) / ICMP()), "not_tunnel"),
     ]
@@ -293,8 +298,10 @@ def v6_cases(proto):
         ("hop-by-hop", p(ext=IPv6ExtHdrHopByHop(nh=nh)), "ip_options"),
         ("routing", p(ext=IPv6ExtHdrRouting(nh=nh)), "ip_options"),
         ("destination-options", p(ext=IPv6ExtHdrDestOpt(nh=nh)), "ip_options"),
-        ("ah", p(ip={"nh": 51}), "ip_options"),
-        ("esp", p(ip={"nh": 50}), "ip_options"),
+        ("ah", p(ext=AH(nh=nh, payloadlen=4, spi=1, icv=bytes(12))), "ip_options"),
+        # Encrypted, or a "header" that is really UDP: nothing says it is ours.
+        ("esp", p(ip={"nh": 50}), "not_tunnel"),
+        ("ah-garbage", p(ip={"nh": 51}), "not_tunnel"),
         ("fragment-header", p(ext=IPv6ExtHdrFragment(nh=nh, offset=0, m=1)), "fragment"),
         ("atomic-fragment", p(ext=IPv6ExtHdrFragment(nh=nh)), "fragment"),
         ("nh-tcp", p(ip={"nh": 6}), "not_tunnel"),
@@ -385,6 +392,52 @@ def test_udp_checksum_zero_is_accepted(family):
     pkt = underlay_pkt("vxlan", family, udp={"chksum": 0})
     assert decap(pkt).inner == INNER
     assert run_underlay(Lab(family), pkt)[0] == "none"
+
+
+@pytest.mark.parametrize("family", [4, 6])
+def test_kernel_vouched_checksum_is_not_verified_again(family):
+    """Across a veth the kernel hands AF_PACKET its own packets with the UDP
+    checksum not yet computed (the field holds the pseudo-header sum); the
+    I/O layer says so with PKT_CSUM_OK and the engine must not drop them."""
+    pkt = underlay_pkt("vxlan", family, udp={"chksum": 0x1234})
+    with pytest.raises(DecapError, match="bad_checksum"):
+        decap(pkt)
+    lab = Lab(family)
+    assert DROP_REASONS[lab.e.underlay([pkt])[0][0]] == "bad_checksum"
+    verdicts, outputs = lab.e.underlay([pkt], flags=[PKT_CSUM_OK])
+    assert DROP_REASONS[verdicts[0]] == "none" and outputs[0][3] == INNER
+
+
+def host_dns(family, *, options=(), flags=0, ext=None):
+    """A DNS query of the host's own on the underlay: not VXLAN."""
+    if family == 4:
+        l3 = IP(src=SENDER[4], dst=LOCAL[4], options=list(options), flags=flags)
+    else:
+        l3 = IPv6(src=SENDER[6], dst=LOCAL[6])
+        if ext is not None:
+            l3 = l3 / ext
+    return bytes(Ether(src=NEXT_HOP_MAC, dst=UNDERLAY_MAC) / l3 / UDP(sport=5353, dport=53) / Raw(b"x" * 20))
+
+
+HOST_TRAFFIC = {
+    "ipv4-options-dns": lambda: host_dns(4, options=[IPOption_Router_Alert()]),
+    "ipv4-first-fragment-dns": lambda: host_dns(4, flags="MF"),
+    "ipv6-hop-by-hop-dns": lambda: host_dns(6, ext=IPv6ExtHdrHopByHop()),
+    "ipv6-fragment-dns": lambda: host_dns(6, ext=IPv6ExtHdrFragment(m=1)),
+    # An MLD report: a hop-by-hop router alert, then ICMPv6.
+    "ipv6-mld": lambda: bytes(Ether(src=NEXT_HOP_MAC, dst="33:33:00:00:00:16")
+                              / IPv6(src="fe80::1", dst="ff02::16", hlim=1)
+                              / IPv6ExtHdrHopByHop(options=[RouterAlert()]) / ICMPv6MLReport2()),
+}
+
+
+@pytest.mark.parametrize("name", HOST_TRAFFIC)
+def test_host_traffic_with_options_is_not_refused_tunnel_traffic(name):
+    """Options, extension headers and fragments are refused on tunnel
+    traffic; on the host's own traffic they are not ours to count as such."""
+    pkt = HOST_TRAFFIC[name]()
+    assert decap_reason(pkt) == "not_tunnel"
+    assert run_underlay(Lab(6 if "ipv6" in name else 4), pkt)[0] == "not_tunnel"
 
 
 # --- defects only the tables can see ------------------------------------------

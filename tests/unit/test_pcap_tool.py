@@ -258,6 +258,20 @@ def test_decap_keeps_good_tunnel_packets_and_counts_the_rest(tmp_path, capsys):
     assert summary["skipped"] == {"not_tunnel": 8, "bad_checksum": 1, "bad_flags": 1, "runt": 1, "truncated": 1}
 
 
+def test_decap_can_trust_unfinished_udp_checksums(tmp_path, capsys):
+    """A capture taken on a veth (or the sender's host, with offload) holds
+    UDP checksums the kernel had not finished: only the pseudo-header sum."""
+    good = _frames()
+    packets = [_vxlan(good[0], udp_chksum=0x5A5A), _vxlan(good[3], family=6, udp_chksum=0x1234)]
+    src, out = tmp_path / "veth.pcap", tmp_path / "out.pcap"
+    _write(src, packets, 1800000000)
+    assert main(["pcap", "decap", str(src), str(out)]) == 0
+    assert capsys.readouterr().err == "2 not decapsulated: 2 bad_checksum\n"
+    assert main(["pcap", "decap", "--ignore-udp-checksum", str(src), str(out)]) == 0
+    assert [data for _, _, data in _records(out)] == [bytes(good[0]), bytes(good[3])]
+    assert capsys.readouterr().err == ""
+
+
 def test_encap_skips_frames_it_cannot_wrap(tmp_path, capsys):
     frames = _frames()[:2]
     huge = Ether(src=INNER_SRC, dst=INNER_DST) / IP() / UDP() / Raw(b"\0" * 65500)  # > one IP packet
