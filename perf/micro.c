@@ -468,7 +468,7 @@ static void stateless_setup(struct stateless *s, int decap)
         /* Each frame checked once: encapsulated, then decapsulated back. */
         vtep_decap_info_t info;
         if (vtep_encap(&s->tun, VNI_COMMUNITY0, inner, FRAME_LEN, s->out, sizeof s->out) != OUTER_LEN
-            || vtep_decap(s->out, OUTER_LEN, 4789, &info) != VTEP_DROP_NONE || info.vni != VNI_COMMUNITY0
+            || vtep_decap(s->out, OUTER_LEN, 4789, 0, &info) != VTEP_DROP_NONE || info.vni != VNI_COMMUNITY0
             || info.inner_len != FRAME_LEN || memcmp(s->out + info.inner_offset, inner, FRAME_LEN))
             die("encap/decap round trip of frame %u", k);
         memcpy(s->frames + (size_t)k * OUTER_LEN, decap ? s->out : inner, decap ? OUTER_LEN : FRAME_LEN);
@@ -489,7 +489,7 @@ static void decap_pass(void *ctx)
     struct stateless *s = ctx;
     vtep_decap_info_t info;
     for (uint32_t k = 0; k < s->pool; k++)
-        if (vtep_decap(s->frames + (size_t)k * OUTER_LEN, OUTER_LEN, 4789, &info) != VTEP_DROP_NONE
+        if (vtep_decap(s->frames + (size_t)k * OUTER_LEN, OUTER_LEN, 4789, 0, &info) != VTEP_DROP_NONE
             || info.vni != VNI_COMMUNITY0)
             die("vtep_decap of packet %u", k);
 }
