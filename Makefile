@@ -35,9 +35,17 @@ build/test_c: tests/c/test_core.c $(CORE_DEP)
 	@mkdir -p build
 	$(CC) $(CFLAGS) -Icsrc -o $@ tests/c/test_core.c $(CORE_SRC)
 
-build/test_fdb_stress: tests/c/test_fdb_stress.c $(CORE_DEP)
+# Threads: the FDB under concurrent readers, learners and deletes; two workers
+# on one engine.  Built twice: plain, and with ThreadSanitizer (which cannot
+# model fences, hence -Wno-tsan; it reports no race in these paths).
+THREAD_TESTS := test_fdb_stress test_workers
+build/test_%: tests/c/test_%.c $(CORE_DEP)
 	@mkdir -p build
-	$(CC) $(CFLAGS) -Icsrc -pthread -o $@ tests/c/test_fdb_stress.c csrc/map.c csrc/fdb.c
+	$(CC) $(CFLAGS) -Icsrc -pthread -o $@ $< $(CORE_SRC)
+
+build/tsan_%: tests/c/test_%.c $(CORE_DEP)
+	@mkdir -p build
+	$(CC) $(CFLAGS) -O1 -g -fsanitize=thread -Wno-tsan -Icsrc -pthread -o $@ $< $(CORE_SRC)
 
 # The fuzz target, replayed over its corpus with gcc's sanitizers (no clang needed).
 build/fuzz_replay: tests/fuzz/fuzz_frame.c tests/fuzz/replay.c $(CORE_DEP)
@@ -45,10 +53,11 @@ build/fuzz_replay: tests/fuzz/fuzz_frame.c tests/fuzz/replay.c $(CORE_DEP)
 	$(CC) $(CFLAGS) -g -fsanitize=address,undefined -fno-sanitize-recover=all -Icsrc -o $@ \
 		tests/fuzz/fuzz_frame.c tests/fuzz/replay.c $(CORE_SRC)
 
-test-c: build/test_c build/test_fdb_stress build/fuzz_replay
+test-c: build/test_c build/fuzz_replay $(THREAD_TESTS:%=build/%) $(THREAD_TESTS:test_%=build/tsan_%)
 	./build/test_c
-	./build/test_fdb_stress
 	./build/fuzz_replay tests/fuzz/corpus
+	./build/test_fdb_stress && TSAN_OPTIONS=halt_on_error=1 ./build/tsan_fdb_stress 500
+	./build/test_workers && TSAN_OPTIONS=halt_on_error=1 ./build/tsan_workers
 
 # Coverage-guided fuzzing with libFuzzer (clang); new inputs go to build/fuzz-corpus.
 FUZZ_SECONDS ?= 60

@@ -16,10 +16,11 @@
 
 /* Keys are chosen so their home slots collide: one long cluster, in which
  * every insert and delete lands among the entries readers probe. */
-enum { STABLE = 64, CHURN = 64, ROUNDS = 20000, HOMES = 16, READERS = 3 };
+enum { STABLE = 64, CHURN = 64, HOMES = 16, READERS = 3 };
+static int rounds = 20000;  /* argv[1]: fewer under ThreadSanitizer, which is 30x slower */
 
 static vtep_fdb_t fdb;
-static volatile int churning = 1, done;
+static int churning = 1, done;  /* stop flags: atomic loads and stores */
 static uint64_t stable[STABLE], churn[CHURN], learned[CHURN];
 
 static void pick_colliding_keys(void)
@@ -41,7 +42,7 @@ static void *reader(void *arg)
 {
     struct tally *t = arg;
     uint64_t v;
-    for (uint32_t n = 0; churning; n++, t->lookups++) {
+    for (uint32_t n = 0; __atomic_load_n(&churning, __ATOMIC_RELAXED); n++, t->lookups++) {
         uint32_t i = (n * 2654435761u) % STABLE;
         if (!vtep_fdb_lookup(&fdb, stable[i], 0, &v) || vtep_fdb_binding(v) != binding_of(i))
             t->errors++;
@@ -52,7 +53,7 @@ static void *reader(void *arg)
 static void *learner(void *arg)
 {
     (void)arg;
-    for (uint32_t now = 1; !done; now++)
+    for (uint32_t now = 1; !__atomic_load_n(&done, __ATOMIC_RELAXED); now++)
         for (uint32_t i = 0; i < CHURN; i++)  /* learn, and move every second */
             vtep_fdb_learn(&fdb, learned[i], vtep_fdb_binding(vtep_fdb_pack(0, (uint16_t)(now & 1), 0, 1)), now);
     return NULL;
@@ -60,7 +61,7 @@ static void *learner(void *arg)
 
 static void control_churn(void)
 {
-    for (int round = 0; round < ROUNDS; round++) {
+    for (int round = 0; round < rounds; round++) {
         for (uint32_t i = 0; i < CHURN; i++) {
             vtep_fdb_lock(&fdb);
             if (!vtep_map_find(&fdb.map, churn[i]))
@@ -77,8 +78,10 @@ static void control_churn(void)
     }
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    if (argc > 1)
+        rounds = atoi(argv[1]);
     if (vtep_fdb_init(&fdb, STABLE + 2 * CHURN, 0) < 0)
         return 1;
     pick_colliding_keys();
@@ -91,10 +94,10 @@ int main(void)
         pthread_create(&readers[t], NULL, reader, &tally[t]);
     pthread_create(&learn, NULL, learner, NULL);
     control_churn();
-    churning = 0;
+    __atomic_store_n(&churning, 0, __ATOMIC_RELAXED);
     for (int t = 0; t < READERS; t++)
         pthread_join(readers[t], NULL);
-    done = 1;
+    __atomic_store_n(&done, 1, __ATOMIC_RELAXED);
     pthread_join(learn, NULL);
 
     long n_learned = 0;
