@@ -91,4 +91,5 @@ lint: build
 	$(PY) -m ruff check dataplane tests perf bindings/packet_build.py setup.py
 
 clean:
-	rm -rf build dataplane/_engine*.so dataplane/_packet*.so bindings/engine.c *.egg-info .pytest_cache .hypothesis
+	rm -rf build $(STAMP) dataplane/_engine*.so dataplane/_packet*.so dataplane/_packet.c bindings/engine.c \
+		*.egg-info .pytest_cache .hypothesis

@@ -81,8 +81,10 @@ class OurVtep:
         self.port = self.engine.add_port(self.seg, "promiscuous")
 
 
-def receive_tunnel_packet(raw):
-    """The next VXLAN packet on u0 and its PKT_* flags (from the kernel's tp_status)."""
+def receive_tunnel_packet(raw, inner_dst):
+    """The next VXLAN packet on u0 whose inner frame is for MAC "inner_dst",
+    and its PKT_* flags (from the kernel's tp_status).  Others pass by: the
+    kernel also floods its own traffic (MLD reports from vx0) to us."""
     while True:
         ready, _, _ = select.select([raw], [], [], 3)
         assert ready, "no VXLAN packet from the kernel within 3 s"
@@ -93,10 +95,11 @@ def receive_tunnel_packet(raw):
         # unfinished, and says so: the I/O layer passes that on.
         flags = PKT_CSUM_OK if status & (TP_STATUS_CSUMNOTREADY | TP_STATUS_CSUM_VALID) else 0
         try:
-            decap(data, verify_checksum=not flags)
+            inner = decap(data, verify_checksum=not flags).inner
         except ValueError:
-            continue  # neighbour discovery and the like
-        return data, flags
+            continue  # not tunnel traffic: neighbour discovery and the like
+        if inner[:6] == inner_dst:
+            return data, flags
 
 
 def ipv4_udp_frame(dst_mac, src_mac, src, dst, sport, dport, payload):
@@ -113,7 +116,7 @@ def ipv4_udp_frame(dst_mac, src_mac, src, dst, sport, dport, payload):
 def test_kernel_encapsulation_reaches_our_port(lab):
     ours = OurVtep(lab)
     lab["udp"].sendto(b"hello from linux", (OUR_HOST, 9999))
-    packet, flags = receive_tunnel_packet(lab["raw"])
+    packet, flags = receive_tunnel_packet(lab["raw"], bytes.fromhex(OUR_HOST_MAC.replace(":", "")))
 
     verdicts, outputs = ours.engine.underlay([packet], flags=[flags])
     assert DROP_REASONS[verdicts[0]] == "none"
