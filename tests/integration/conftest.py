@@ -6,6 +6,8 @@ import os
 import pytest
 from pyroute2 import NetNS, netns
 
+from . import kernel_vtep
+
 _serial = itertools.count()
 
 
@@ -28,3 +30,14 @@ def namespaces():
                 netns.remove(name)
             except OSError:
                 pass
+
+
+@pytest.fixture(params=[4, 6], ids=["ipv4-underlay", "ipv6-underlay"])
+def lab(request, namespaces):
+    """A Linux VTEP in namespace K and a bare veth end in U (kernel_vtep.py)."""
+    lab = kernel_vtep.build(request.param, namespaces)
+    try:
+        yield lab
+    finally:
+        lab["raw"].close()
+        lab["udp"].close()

@@ -1,72 +1,24 @@
 """Interop with the Linux kernel's VXLAN device, the reference peer (STYLE.md 16).
 
-Namespace K holds a kernel VTEP: a veth end k0 with the underlay address and
-a vxlan device vx0 with an overlay address.  Namespace U holds only the
-other veth end, u0, where a raw socket stands in for vtep's packet I/O and
-our engine does the rest.  Frames go both ways: the kernel's encapsulation
-through our decapsulation to a port, and our encapsulation through the
-kernel's decapsulation to a UDP socket."""
+The kernel VTEP is in namespace K (kernel_vtep.py); on u0 in U a raw socket
+stands in for vtep's packet I/O and our engine does the rest.  Frames go
+both ways: the kernel's encapsulation through our decapsulation to a port,
+and our encapsulation through the kernel's decapsulation to a UDP socket."""
 import ipaddress
 import select
 import socket
 import struct
 
 import pytest
-from pyroute2 import netns
 
 from dataplane._engine import PKT_CSUM_OK, Engine
 from dataplane.packet import DROP_REASONS, decap
 
+from .kernel_vtep import (KERNEL_HOST, OUR_HOST, OUR_HOST_MAC, PACKET_AUXDATA, SOL_PACKET, VNI,
+                          ipv4_udp_frame)
+
 pytestmark = pytest.mark.root
-
-VNI = 5000
-UNDERLAY = {4: ("198.18.0.1", "198.18.0.2", 24), 6: ("2001:db8:f::1", "2001:db8:f::2", 64)}
-KERNEL_HOST, OUR_HOST = "192.0.2.1", "192.0.2.2"  # overlay: vx0, and a host behind our port
-OUR_HOST_MAC = "02:00:00:00:00:02"
-ETH_P_ALL, SOL_PACKET, PACKET_AUXDATA = 3, 263, 8
 TP_STATUS_CSUMNOTREADY, TP_STATUS_CSUM_VALID = 1 << 3, 1 << 7
-IFA_F_NODAD = 0x02
-
-
-def mac_of(ns, index):
-    return ns.get_links(index)[0].get_attr("IFLA_ADDRESS")
-
-
-@pytest.fixture(params=[4, 6], ids=["ipv4-underlay", "ipv6-underlay"])
-def lab(request, namespaces):
-    """The kernel VTEP in K, the veth end in U; returns what the tests need."""
-    family = request.param
-    kernel_ip, our_ip, prefix = UNDERLAY[family]
-    (k_name, k), (u_name, u) = namespaces("k"), namespaces("u")
-    k.link("add", ifname="k0", kind="veth", peer={"ifname": "u0", "net_ns_fd": u_name})
-    k0, u0 = k.link_lookup(ifname="k0")[0], u.link_lookup(ifname="u0")[0]
-    u.link("set", index=u0, state="up")
-    # No duplicate address detection: the address is usable at once.
-    k.addr("add", index=k0, address=kernel_ip, prefixlen=prefix, flags=IFA_F_NODAD)
-    k.link("set", index=k0, state="up")
-    # The kernel need not resolve us: a permanent neighbour entry says where we are.
-    k.neigh("add", dst=our_ip, lladdr=mac_of(u, u0), ifindex=k0, state="permanent")
-    ends = {"vxlan_local": kernel_ip, "vxlan_group": our_ip} if family == 4 else \
-        {"vxlan_local6": kernel_ip, "vxlan_group6": our_ip}
-    k.link("add", ifname="vx0", kind="vxlan", vxlan_id=VNI, vxlan_port=4789, vxlan_link=k0, **ends)
-    vx0 = k.link_lookup(ifname="vx0")[0]
-    k.addr("add", index=vx0, address=KERNEL_HOST, prefixlen=24)
-    k.link("set", index=vx0, state="up")
-    k.neigh("add", dst=OUR_HOST, lladdr=OUR_HOST_MAC, ifindex=vx0, state="permanent")
-
-    raw = netns.create_socket(u_name, socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
-    raw.bind(("u0", 0))
-    raw.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
-    udp = netns.create_socket(k_name, socket.AF_INET, socket.SOCK_DGRAM)
-    udp.bind((KERNEL_HOST, 7777))
-    udp.settimeout(3)
-
-    try:
-        yield {"family": family, "raw": raw, "udp": udp, "kernel_ip": kernel_ip, "our_ip": our_ip,
-               "k0_mac": mac_of(k, k0), "u0_mac": mac_of(u, u0), "vx0_mac": mac_of(k, vx0)}
-    finally:
-        raw.close()
-        udp.close()
 
 
 class OurVtep:
@@ -100,17 +52,6 @@ def receive_tunnel_packet(raw, inner_dst):
             continue  # not tunnel traffic: neighbour discovery and the like
         if inner[:6] == inner_dst:
             return data, flags
-
-
-def ipv4_udp_frame(dst_mac, src_mac, src, dst, sport, dport, payload):
-    udp = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
-    header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0x4000, 64, 17, 0,
-                         ipaddress.ip_address(src).packed, ipaddress.ip_address(dst).packed)
-    total = sum(struct.unpack("!10H", header))
-    total = (total & 0xFFFF) + (total >> 16)
-    header = header[:10] + struct.pack("!H", ~(total + (total >> 16)) & 0xFFFF) + header[12:]
-    mac = lambda m: bytes.fromhex(m.replace(":", ""))  # noqa: E731
-    return mac(dst_mac) + mac(src_mac) + b"\x08\x00" + header + udp
 
 
 def test_kernel_encapsulation_reaches_our_port(lab):
