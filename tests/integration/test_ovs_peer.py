@@ -1,5 +1,5 @@
-"""Interop with Open vSwitch's userspace tunnels, both ways: NVGRE (OVS gre
-with a key, Ethernet payload) and VXLAN.  OVS checks the VSID/VNI we send
+"""Interop with Open vSwitch's userspace tunnels, both ways, over IPv4 and
+IPv6 underlays: NVGRE (OVS gre/ip6gre with a key, Ethernet payload) and VXLAN.  OVS checks the VSID/VNI we send
 and sets the one it sends with OpenFlow rules (ovs.py)."""
 import select
 import socket
@@ -14,20 +14,21 @@ from .kernel_vtep import ETH_P_ALL, KERNEL_HOST, KERNEL_PORT, OUR_HOST, OUR_HOST
 from .ovs import Ovs
 
 pytestmark = pytest.mark.root
-OVS_IP, OUR_IP = "198.18.0.1", "198.18.0.2"
+UNDERLAY = {4: ("198.18.0.1", "198.18.0.2", 24), 6: ("2001:db8:f::1", "2001:db8:f::2", 64)}
 VNI = 5000
-# The OpenFlow tunnel key: NVGRE's 32-bit GRE key is VSID << 8 | FlowID, and
-# the FlowID varies with the flow, so the receive rule masks it off.
-TUNNELS = {
-    "nvgre": ("gre", f"{VNI << 8:#x}/0xffffff00", f"{VNI << 8:#x}"),
-    "vxlan": ("vxlan", f"{VNI:#x}", f"{VNI:#x}"),
-}
+IFA_F_NODAD = 0x02
+# OVS port type by (encapsulation, family), and the OpenFlow tunnel key:
+# NVGRE's 32-bit GRE key is VSID << 8 | FlowID, and the FlowID varies with
+# the flow, so the receive rule masks it off.
+PORT_TYPES = {("nvgre", 4): "gre", ("nvgre", 6): "ip6gre", ("vxlan", 4): "vxlan", ("vxlan", 6): "vxlan"}
+KEYS = {"nvgre": (f"{VNI << 8:#x}/0xffffff00", f"{VNI << 8:#x}"), "vxlan": (f"{VNI:#x}", f"{VNI:#x}")}
 
 
-@pytest.fixture(params=list(TUNNELS))
+@pytest.fixture(params=sorted(PORT_TYPES), ids=lambda p: f"{p[0]}-ipv{p[1]}")
 def ovs_lab(request, namespaces):
-    encapsulation = request.param
-    port_type, key_match, key_set = TUNNELS[encapsulation]
+    encapsulation, family = request.param
+    ovs_ip, our_ip, prefix = UNDERLAY[family]
+    key_match, key_set = KEYS[encapsulation]
     (o_name, o), (u_name, u) = namespaces("o"), namespaces("u")
     o.link("add", ifname="o0", kind="veth", peer={"ifname": "u0", "net_ns_fd": u_name})
     for ns, name in ((o, "o0"), (u, "u0"), (o, "lo")):
@@ -38,17 +39,17 @@ def ovs_lab(request, namespaces):
         ovs.vsctl("add-br", "br-phy", "--", "set", "bridge", "br-phy", "datapath_type=netdev")
         ovs.vsctl("add-port", "br-phy", "o0")
         ovs.vsctl("add-br", "br-int", "--", "set", "bridge", "br-int", "datapath_type=netdev")
-        ovs.vsctl("add-port", "br-int", "tun0", "--", "set", "interface", "tun0", f"type={port_type}",
-                  f"options:remote_ip={OUR_IP}", "options:key=flow")
+        ovs.vsctl("add-port", "br-int", "tun0", "--", "set", "interface", "tun0",
+                  f"type={PORT_TYPES[encapsulation, family]}", f"options:remote_ip={our_ip}", "options:key=flow")
         ovs.vsctl("add-port", "br-int", "vm0", "--", "set", "interface", "vm0", "type=internal")
         br_phy, vm0 = o.link_lookup(ifname="br-phy")[0], o.link_lookup(ifname="vm0")[0]
-        o.addr("add", index=br_phy, address=OVS_IP, prefixlen=24)
+        o.addr("add", index=br_phy, address=ovs_ip, prefixlen=prefix, flags=IFA_F_NODAD)
         o.link("set", index=br_phy, state="up")
         o.addr("add", index=vm0, address=KERNEL_HOST, prefixlen=24)
         o.link("set", index=vm0, state="up")
         o.neigh("add", dst=OUR_HOST, lladdr=OUR_HOST_MAC, ifindex=vm0, state="permanent")
         u0_mac = mac_of(u, u.link_lookup(ifname="u0")[0])
-        ovs.appctl("tnl/arp/set", "br-phy", OUR_IP, u0_mac)  # OVS need not resolve us
+        ovs.appctl("tnl/neigh/set", "br-phy", our_ip, u0_mac)  # OVS need not resolve us
         ovs.ofctl("br-int", "del-flows")
         ovs.ofctl("br-int", "add-flow", f"in_port=tun0,tun_id={key_match},actions=output:vm0")
         ovs.ofctl("br-int", "add-flow", f"in_port=vm0,actions=set_field:{key_set}->tun_id,output:tun0")
@@ -58,13 +59,14 @@ def ovs_lab(request, namespaces):
         udp = netns.create_socket(o_name, socket.AF_INET, socket.SOCK_DGRAM)
         udp.bind((KERNEL_HOST, KERNEL_PORT))
         udp.settimeout(5)
-        engine = Engine(OUR_IP, underlay_mac=u0_mac)
+        engine = Engine(our_ip, underlay_mac=u0_mac)
         seg = engine.add_segment(encapsulation, VNI)
-        remote = engine.add_remote(OVS_IP)
+        remote = engine.add_remote(ovs_ip)
         engine.set_neighbour(remote, mac_of(o, br_phy))
         engine.segment_add_remote(seg, remote)
         port = engine.add_port(seg, "promiscuous")
-        yield {"encapsulation": encapsulation, "ovs": ovs, "raw": raw, "udp": udp, "engine": engine,
+        yield {"encapsulation": encapsulation, "ovs_ip": ovs_ip, "our_ip": our_ip, "ovs": ovs, "raw": raw,
+               "udp": udp, "engine": engine,
                "port": port, "u0_mac": u0_mac, "br_phy_mac": mac_of(o, br_phy), "vm0_mac": mac_of(o, vm0)}
     finally:
         for sock in (raw, udp):
@@ -92,7 +94,7 @@ def test_ovs_encapsulation_reaches_our_port(ovs_lab):
     lab["udp"].sendto(b"hello from ovs", (OUR_HOST, 9999))
     packet = receive_tunnel_packet(lab["raw"], bytes.fromhex(OUR_HOST_MAC.replace(":", "")))
     outer = decap(packet)
-    assert (outer.encapsulation, outer.vni, str(outer.src)) == (lab["encapsulation"], VNI, OVS_IP)
+    assert (outer.encapsulation, outer.vni, str(outer.src)) == (lab["encapsulation"], VNI, lab["ovs_ip"])
     verdicts, outputs = lab["engine"].underlay([packet])
     assert DROP_REASONS[verdicts[0]] == "none"
     [(_, kind, target, inner)] = outputs
@@ -118,9 +120,9 @@ def test_our_encapsulation_reaches_an_ovs_port(ovs_lab):
 
 def our_packet(lab, vni, payload):
     """What our engine sends to OVS for "payload", on segment "vni"."""
-    engine = Engine(OUR_IP, underlay_mac=lab["u0_mac"])
+    engine = Engine(lab["our_ip"], underlay_mac=lab["u0_mac"])
     seg = engine.add_segment(lab["encapsulation"], vni)
-    remote = engine.add_remote(OVS_IP)
+    remote = engine.add_remote(lab["ovs_ip"])
     engine.set_neighbour(remote, lab["br_phy_mac"])
     engine.segment_add_remote(seg, remote)
     port = engine.add_port(seg, "promiscuous")
