@@ -98,6 +98,8 @@ def _encap_args(p):
                    help="VXLAN UDP port (default %(default)s; vxlan only)")
     p.add_argument("--ttl", type=_ranged(1, 255), metavar="T", default=64,
                    help="outer TTL or hop limit (default %(default)s)")
+    p.add_argument("--udp-checksum", action="store_true",
+                   help="compute VXLAN's UDP checksum over IPv4 too (IPv6 always has one)")
     _files_args(p)
 
 
@@ -142,7 +144,7 @@ def _pcap_encap(args):
         args.parser.error("--local and --remote must both be IPv4 or both IPv6")
     tunnel = packet.Tunnel(args.encapsulation, str(args.local), str(args.remote),
                            src_mac=args.src_mac, dst_mac=args.dst_mac,
-                           destination_port=args.destination_port, ttl=args.ttl)
+                           destination_port=args.destination_port, ttl=args.ttl, udp_checksum=args.udp_checksum)
     return _report(args, pcap.encap_file(args.input, args.output, tunnel, args.vni), "encapsulated")
 
 

@@ -258,6 +258,23 @@ def test_decap_keeps_good_tunnel_packets_and_counts_the_rest(tmp_path, capsys):
     assert summary["skipped"] == {"not_tunnel": 8, "bad_checksum": 1, "bad_flags": 1, "runt": 1, "truncated": 1}
 
 
+def test_encap_udp_checksum_option(tmp_path):
+    frames = _frames()[:2]
+    src, out = tmp_path / "in.pcap", tmp_path / "out.pcap"
+    _write(src, frames, 1800000000)
+    args = ["pcap", "encap", "--encapsulation", "vxlan", "--vni", "7", "--local", "198.18.0.1",
+            "--remote", "198.18.0.2"]
+    for option, present in (([], False), (["--udp-checksum"], True)):
+        assert main([*args, *option, str(src), str(out)]) == 0
+        for _, _, data in _records(out):
+            udp = Ether(data)[UDP]
+            assert (udp.chksum != 0) == present
+            if present:  # and it is right: scapy recomputes it
+                recomputed = Ether(data)
+                del recomputed[UDP].chksum
+                assert Ether(bytes(recomputed))[UDP].chksum == udp.chksum
+
+
 def test_decap_can_trust_unfinished_udp_checksums(tmp_path, capsys):
     """A capture taken on a veth (or the sender's host, with offload) holds
     UDP checksums the kernel had not finished: only the pseudo-header sum."""
