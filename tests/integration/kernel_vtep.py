@@ -4,12 +4,16 @@ tests (STYLE.md 16).
 Namespace K holds the kernel VTEP: a veth end k0 with the underlay address
 and a vxlan device vx0 (VNI 5000) with an overlay address and a UDP socket
 on it.  Namespace U holds only the other veth end, u0, where a raw socket
-(or a traffic generator) stands in for vtep's packet I/O."""
+(or a traffic generator) stands in for vtep's packet I/O.  our_vtep() sets
+our engine up against such a peer (this one, or Open vSwitch: ovs.py)."""
 import ipaddress
 import socket
 import struct
+from dataclasses import dataclass
 
 from pyroute2 import netns
+
+from dataplane._engine import Engine
 
 VNI = 5000
 UNDERLAY = {4: ("198.18.0.1", "198.18.0.2", 24), 6: ("2001:db8:f::1", "2001:db8:f::2", 64)}
@@ -66,3 +70,22 @@ def ipv4_udp_frame(dst_mac, src_mac, src, dst, sport, dport, payload):
     header = header[:10] + struct.pack("!H", ~(total + (total >> 16)) & 0xFFFF) + header[12:]
     mac = lambda m: bytes.fromhex(m.replace(":", ""))  # noqa: E731
     return mac(dst_mac) + mac(src_mac) + b"\x08\x00" + header + udp
+
+
+@dataclass
+class OurVtep:
+    """Our engine on the underlay end: one segment, one promiscuous port,
+    and the peer VTEP as its one remote."""
+    engine: Engine
+    seg: int
+    remote: int
+    port: int
+
+
+def our_vtep(local, underlay_mac, encapsulation, vni, peer, peer_mac, udp_checksum=False):
+    engine = Engine(local, underlay_mac=underlay_mac, udp_checksum=udp_checksum)
+    seg = engine.add_segment(encapsulation, vni)
+    remote = engine.add_remote(peer)
+    engine.set_neighbour(remote, peer_mac)
+    engine.segment_add_remote(seg, remote)
+    return OurVtep(engine, seg, remote, engine.add_port(seg, "promiscuous"))

@@ -11,26 +11,19 @@ import struct
 
 import pytest
 
-from dataplane._engine import PKT_CSUM_OK, Engine
+from dataplane._engine import PKT_CSUM_OK
 from dataplane.packet import DROP_REASONS, decap
 
 from .kernel_vtep import (KERNEL_HOST, OUR_HOST, OUR_HOST_MAC, PACKET_AUXDATA, SOL_PACKET, VNI,
-                          ipv4_udp_frame)
+                          ipv4_udp_frame, our_vtep)
 
 pytestmark = pytest.mark.root
 TP_STATUS_CSUMNOTREADY, TP_STATUS_CSUM_VALID = 1 << 3, 1 << 7
 
 
-class OurVtep:
-    """The engine on u0, with the kernel VTEP as its one remote."""
-
-    def __init__(self, lab, udp_checksum=False):
-        self.engine = Engine(lab["our_ip"], underlay_mac=lab["u0_mac"], udp_checksum=udp_checksum)
-        self.seg = self.engine.add_segment("vxlan", VNI)
-        self.remote = self.engine.add_remote(lab["kernel_ip"])
-        self.engine.set_neighbour(self.remote, lab["k0_mac"])
-        self.engine.segment_add_remote(self.seg, self.remote)
-        self.port = self.engine.add_port(self.seg, "promiscuous")
+def ours(lab, udp_checksum=False):
+    """Our engine on u0, with the kernel VTEP as its one remote."""
+    return our_vtep(lab["our_ip"], lab["u0_mac"], "vxlan", VNI, lab["kernel_ip"], lab["k0_mac"], udp_checksum)
 
 
 def receive_tunnel_packet(raw, inner_dst):
@@ -55,14 +48,14 @@ def receive_tunnel_packet(raw, inner_dst):
 
 
 def test_kernel_encapsulation_reaches_our_port(lab):
-    ours = OurVtep(lab)
+    vtep = ours(lab)
     lab["udp"].sendto(b"hello from linux", (OUR_HOST, 9999))
     packet, flags = receive_tunnel_packet(lab["raw"], bytes.fromhex(OUR_HOST_MAC.replace(":", "")))
 
-    verdicts, outputs = ours.engine.underlay([packet], flags=[flags])
+    verdicts, outputs = vtep.engine.underlay([packet], flags=[flags])
     assert DROP_REASONS[verdicts[0]] == "none"
     [(_, kind, target, inner)] = outputs
-    assert (kind, target) == ("port", ours.port)
+    assert (kind, target) == ("port", vtep.port)
     # The inner frame is the kernel's, to our host's MAC and address, whole.
     assert inner[:6] == bytes.fromhex(OUR_HOST_MAC.replace(":", ""))
     assert inner[30:34] == ipaddress.ip_address(OUR_HOST).packed
@@ -70,23 +63,23 @@ def test_kernel_encapsulation_reaches_our_port(lab):
     outer = decap(packet, verify_checksum=False)
     assert (outer.vni, str(outer.src), str(outer.dst)) == (VNI, lab["kernel_ip"], lab["our_ip"])
     # And the engine learned where vx0's MAC lives, with the role its VNI carries.
-    entry = ours.engine.fdb_get(ours.seg, lab["vx0_mac"])
-    assert (entry["kind"], entry["target"], entry["role"]) == ("remote", ours.remote, "promiscuous")
+    entry = vtep.engine.fdb_get(vtep.seg, lab["vx0_mac"])
+    assert (entry["kind"], entry["target"], entry["role"]) == ("remote", vtep.remote, "promiscuous")
 
 
 @pytest.mark.parametrize("udp_checksum", [False, True], ids=["no-udp-checksum", "udp-checksum"])
 def test_our_encapsulation_reaches_a_kernel_socket(lab, udp_checksum):
     """Decapsulated by Linux (which verifies a nonzero UDP checksum), our
     frames reach a UDP socket behind vx0: flooded first, then known unicast."""
-    ours = OurVtep(lab, udp_checksum)
+    vtep = ours(lab, udp_checksum)
     frame = ipv4_udp_frame(lab["vx0_mac"], OUR_HOST_MAC, OUR_HOST, KERNEL_HOST, 9999, 7777, b"hello from vtep")
     for known in (False, True):
         if known:
-            ours.engine.fdb_add(ours.seg, lab["vx0_mac"], remote=ours.remote)
-        verdicts, outputs = ours.engine.access(ours.port, [frame])
+            vtep.engine.fdb_add(vtep.seg, lab["vx0_mac"], remote=vtep.remote)
+        verdicts, outputs = vtep.engine.access(vtep.port, [frame])
         assert DROP_REASONS[verdicts[0]] == "none"
         [(_, kind, target, packet)] = outputs
-        assert (kind, target) == ("underlay", ours.remote)
+        assert (kind, target) == ("underlay", vtep.remote)
         udp_check = packet[40:42] if lab["family"] == 4 else packet[60:62]
         assert (udp_check != b"\0\0") == (udp_checksum or lab["family"] == 6)
         lab["raw"].send(packet)

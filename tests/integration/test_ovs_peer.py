@@ -7,10 +7,10 @@ import socket
 import pytest
 from pyroute2 import netns
 
-from dataplane._engine import Engine
 from dataplane.packet import DROP_REASONS, decap
 
-from .kernel_vtep import ETH_P_ALL, KERNEL_HOST, KERNEL_PORT, OUR_HOST, OUR_HOST_MAC, ipv4_udp_frame, mac_of
+from .kernel_vtep import (ETH_P_ALL, KERNEL_HOST, KERNEL_PORT, OUR_HOST, OUR_HOST_MAC, ipv4_udp_frame, mac_of,
+                          our_vtep)
 from .ovs import Ovs
 
 pytestmark = pytest.mark.root
@@ -59,15 +59,10 @@ def ovs_lab(request, namespaces):
         udp = netns.create_socket(o_name, socket.AF_INET, socket.SOCK_DGRAM)
         udp.bind((KERNEL_HOST, KERNEL_PORT))
         udp.settimeout(5)
-        engine = Engine(our_ip, underlay_mac=u0_mac)
-        seg = engine.add_segment(encapsulation, VNI)
-        remote = engine.add_remote(ovs_ip)
-        engine.set_neighbour(remote, mac_of(o, br_phy))
-        engine.segment_add_remote(seg, remote)
-        port = engine.add_port(seg, "promiscuous")
+        vtep = our_vtep(our_ip, u0_mac, encapsulation, VNI, ovs_ip, mac_of(o, br_phy))
         yield {"encapsulation": encapsulation, "ovs_ip": ovs_ip, "our_ip": our_ip, "ovs": ovs, "raw": raw,
-               "udp": udp, "engine": engine,
-               "port": port, "u0_mac": u0_mac, "br_phy_mac": mac_of(o, br_phy), "vm0_mac": mac_of(o, vm0)}
+               "udp": udp, "engine": vtep.engine, "port": vtep.port, "u0_mac": u0_mac,
+               "br_phy_mac": mac_of(o, br_phy), "vm0_mac": mac_of(o, vm0)}
     finally:
         for sock in (raw, udp):
             if sock is not None:
@@ -120,14 +115,9 @@ def test_our_encapsulation_reaches_an_ovs_port(ovs_lab):
 
 def our_packet(lab, vni, payload):
     """What our engine sends to OVS for "payload", on segment "vni"."""
-    engine = Engine(lab["our_ip"], underlay_mac=lab["u0_mac"])
-    seg = engine.add_segment(lab["encapsulation"], vni)
-    remote = engine.add_remote(lab["ovs_ip"])
-    engine.set_neighbour(remote, lab["br_phy_mac"])
-    engine.segment_add_remote(seg, remote)
-    port = engine.add_port(seg, "promiscuous")
+    vtep = our_vtep(lab["our_ip"], lab["u0_mac"], lab["encapsulation"], vni, lab["ovs_ip"], lab["br_phy_mac"])
     frame = ipv4_udp_frame(lab["vm0_mac"], OUR_HOST_MAC, OUR_HOST, KERNEL_HOST, 9999, KERNEL_PORT, payload)
-    _, [(_, _, _, packet)] = engine.access(port, [frame])
+    _, [(_, _, _, packet)] = vtep.engine.access(vtep.port, [frame])
     return packet
 
 
