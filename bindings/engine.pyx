@@ -24,6 +24,7 @@ DROP_COUNT = VTEP_DROP_COUNT
 OUT_PORT = VTEP_OUT_PORT
 OUT_UNDERLAY = VTEP_OUT_UNDERLAY
 PKT_CSUM_OK = VTEP_PKT_CSUM_OK
+PKT_VLAN = VTEP_PKT_VLAN
 
 
 class VtepError(OSError):
@@ -160,6 +161,7 @@ cdef class Engine:
     cdef vtep_engine_t *e
     cdef vtep_worker_t *w
     cdef readonly object local
+    cdef readonly int destination_port
     cdef dict _fanout       # segment id -> ports + remotes: the most copies a frame can make
     cdef dict _port_segment
 
@@ -189,6 +191,7 @@ cdef class Engine:
         if self.w == NULL:
             raise MemoryError()
         self.local = ipaddress.ip_address(local)
+        self.destination_port = destination_port
         self._fanout = {}
         self._port_segment = {}
 
@@ -243,6 +246,21 @@ cdef class Engine:
     def segment_add_remote(self, uint32_t seg, uint32_t remote):
         check(vtep_segment_add_remote(self.e, seg, remote))
         self._fanout[seg] += 1
+
+    def segment_del_remote(self, uint32_t seg, uint32_t remote):
+        check(vtep_segment_del_remote(self.e, seg, remote))
+        self._fanout[seg] -= 1
+
+    def pause(self):
+        """Hold every worker loop between bursts until resume(): changes
+        made meanwhile take effect together.  Nests.  Prefer paused()."""
+        vtep_engine_pause(self.e)
+
+    def resume(self):
+        vtep_engine_resume(self.e)
+
+    def paused(self):
+        return _Paused(self)
 
     def add_port(self, uint32_t seg, role, community=None):
         port = check(vtep_port_add(self.e, seg, pvlan_class(role, community)))
@@ -350,6 +368,102 @@ cdef class Engine:
         burst = Burst(n, n * max(1, max(self._fanout.values(), default=0)))
         burst.load(frames, flags)
         return burst
+
+
+class _Paused:
+    def __init__(self, engine):
+        self.engine = engine
+
+    def __enter__(self):
+        self.engine.pause()
+        return self.engine
+
+    def __exit__(self, *exc):
+        self.engine.resume()
+
+
+cdef class Loop:
+    """A worker thread in C that polls its ports' I/O handles and the
+    underlay's and runs their bursts through "engine", without the GIL.
+    Give it one handle per port (attach_*); it owns them and closes them on
+    detach() or when it is freed.  A port's handle opened on several loops
+    shares the port: a PACKET_FANOUT group ("fanout_group", the same nonzero
+    number on each loop) or TAP queues ("multiqueue")."""
+    cdef vtep_loop_t *l
+    cdef readonly Engine engine  # the engine must outlive its loops
+
+    def __cinit__(self, Engine engine, uint32_t burst=64):
+        cdef int err = 0
+        self.engine = engine
+        self.l = vtep_loop_new(engine.e, burst, &err)
+        if self.l == NULL:
+            check(err)
+
+    def __dealloc__(self):
+        with nogil:
+            vtep_loop_free(self.l)
+
+    def attach_afpacket(self, uint32_t port, ifname, *, uint16_t fanout_group=0, uint32_t frame_size=0,
+                        uint32_t frames=0):
+        """An existing link as access port "port" (promiscuous: it takes every frame)."""
+        cdef vtep_afpacket_params_t p
+        memset(&p, 0, sizeof(p))
+        p.promiscuous = 1
+        self._attach(port, _afpacket(ifname, &p, fanout_group, frame_size, frames))
+
+    def attach_tap(self, uint32_t port, ifname, *, bint multiqueue=False, uint32_t frame_size=0):
+        """TAP "ifname" (created if missing) as access port "port"."""
+        cdef int err = 0
+        cdef bytes name = os.fsencode(ifname)
+        cdef vtep_io_t *io = vtep_io_tap_open(name, multiqueue, frame_size, &err)
+        if io == NULL:
+            raise OSError(-err, f"TAP {ifname}: {os.strerror(-err)}")
+        self._attach(port, io)
+
+    def attach_underlay(self, ifname, *, uint16_t fanout_group=0, uint32_t frame_size=0, uint32_t frames=0):
+        """The underlay link: only tunnel traffic for the engine's local
+        address and destination port is taken."""
+        cdef vtep_afpacket_params_t p
+        memset(&p, 0, sizeof(p))
+        p.tunnel_only = 1
+        p.local = to_addr(self.engine.local)
+        p.destination_port = self.engine.destination_port
+        cdef vtep_io_t *io = _afpacket(ifname, &p, fanout_group, frame_size, frames)
+        rc = vtep_loop_attach_underlay(self.l, io)
+        if rc < 0:
+            vtep_io_close(io)
+            check(rc)
+
+    cdef _attach(self, uint32_t port, vtep_io_t *io):
+        rc = vtep_loop_attach_port(self.l, port, io)
+        if rc < 0:
+            vtep_io_close(io)
+            check(rc)
+
+    def detach(self, uint32_t port):
+        """Close the port's handle on this loop."""
+        check(vtep_loop_detach_port(self.l, port))
+
+    def start(self):
+        check(vtep_loop_start(self.l))
+
+    def stop(self):
+        with nogil:
+            vtep_loop_stop(self.l)
+
+
+cdef vtep_io_t *_afpacket(ifname, vtep_afpacket_params_t *p, uint16_t fanout_group, uint32_t frame_size,
+                          uint32_t frames) except NULL:
+    cdef int err = 0
+    cdef bytes name = os.fsencode(ifname)
+    p.ifname = name
+    p.fanout_group = fanout_group
+    p.frame_size = frame_size
+    p.frames = frames
+    cdef vtep_io_t *io = vtep_io_afpacket_open(p, &err)
+    if io == NULL:
+        raise OSError(-err, f"AF_PACKET on {ifname}: {os.strerror(-err)}")
+    return io
 
 
 cdef dict _entry_dict(vtep_fdb_entry_t *en):

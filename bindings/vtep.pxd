@@ -72,6 +72,7 @@ cdef extern from "vtep.h" nogil:
 
     enum:
         VTEP_PKT_CSUM_OK
+        VTEP_PKT_VLAN
 
     ctypedef struct vtep_out_t:
         const uint8_t *data
@@ -80,6 +81,7 @@ cdef extern from "vtep.h" nogil:
         uint16_t pkt
         uint8_t kind
         uint32_t target
+        uint32_t segment
         uint8_t hdr[80]
 
     ctypedef struct vtep_counters_t:
@@ -94,6 +96,7 @@ cdef extern from "vtep.h" nogil:
     int vtep_segment_add(vtep_engine_t *e, const vtep_segment_params_t *p)
     int vtep_segment_del(vtep_engine_t *e, uint32_t seg)
     int vtep_segment_add_remote(vtep_engine_t *e, uint32_t seg, uint32_t remote)
+    int vtep_segment_del_remote(vtep_engine_t *e, uint32_t seg, uint32_t remote)
     int vtep_remote_add(vtep_engine_t *e, const vtep_addr_t *addr)
     int vtep_remote_set_neighbour(vtep_engine_t *e, uint32_t remote, const uint8_t *mac)
     int vtep_port_add(vtep_engine_t *e, uint32_t seg, uint8_t pvlan_class)
@@ -113,3 +116,30 @@ cdef extern from "vtep.h" nogil:
     int vtep_underlay_burst(vtep_worker_t *w, const vtep_pkt_t *pkts, uint32_t n, uint32_t now,
                             vtep_out_t *outs, uint32_t max_out, uint8_t *verdicts)
     int vtep_counters_read(vtep_engine_t *e, int kind, uint32_t id, vtep_counters_t *out)
+    void vtep_engine_pause(vtep_engine_t *e)
+    void vtep_engine_resume(vtep_engine_t *e)
+
+    ctypedef struct vtep_io_t:
+        pass
+    ctypedef struct vtep_afpacket_params_t:
+        const char *ifname
+        uint32_t frame_size
+        uint32_t frames
+        uint16_t fanout_group
+        uint8_t promiscuous
+        uint8_t tunnel_only
+        vtep_addr_t local
+        uint16_t destination_port
+    vtep_io_t *vtep_io_afpacket_open(const vtep_afpacket_params_t *p, int *err)
+    vtep_io_t *vtep_io_tap_open(const char *ifname, int multiqueue, uint32_t frame_size, int *err)
+    void vtep_io_close(vtep_io_t *io)
+
+    ctypedef struct vtep_loop_t:
+        pass
+    vtep_loop_t *vtep_loop_new(vtep_engine_t *e, uint32_t burst, int *err)
+    void vtep_loop_free(vtep_loop_t *l)
+    int vtep_loop_attach_port(vtep_loop_t *l, uint32_t port, vtep_io_t *io)
+    int vtep_loop_detach_port(vtep_loop_t *l, uint32_t port)
+    int vtep_loop_attach_underlay(vtep_loop_t *l, vtep_io_t *io)
+    int vtep_loop_start(vtep_loop_t *l)
+    void vtep_loop_stop(vtep_loop_t *l)

@@ -1,7 +1,9 @@
 /* Tables: the control thread's side of the engine (see vtep.h for the API
  * contract and the threading rules). */
 #include <errno.h>
+#include <sched.h>
 #include <stdlib.h>
+#include <unistd.h>
 #include "engine.h"
 #include "eth.h"
 #include "vxlan.h"
@@ -29,6 +31,7 @@ vtep_engine_t *vtep_engine_new(const vtep_engine_params_t *p, int *err)
     if (!e)
         return NULL;
     e->p = *p;
+    pthread_mutex_init(&e->pause_lock, NULL);
     e->n_blocks = p->max_ports + 1 + p->max_segments;
     e->ports = calloc(p->max_ports, sizeof *e->ports);
     e->segments = calloc(p->max_segments, sizeof *e->segments);
@@ -66,7 +69,47 @@ void vtep_engine_free(vtep_engine_t *e)
     free(e->ports);
     free(e->segments);
     free(e->remotes);
+    pthread_mutex_destroy(&e->pause_lock);
     free(e);
+}
+
+void vtep_engine_pause(vtep_engine_t *e)
+{
+    if (e->pause_depth++)
+        return;
+    pthread_mutex_lock(&e->pause_lock);
+    __atomic_store_n(&e->pausing, 1, __ATOMIC_SEQ_CST);
+    for (vtep_worker_t *w = e->workers; w; w = w->next) {
+        if (w->wake_fd >= 0) {
+            uint64_t one = 1;
+            if (write(w->wake_fd, &one, sizeof one) < 0) {
+                /* the counter is saturated: it is readable anyway */
+            }
+        }
+        pthread_mutex_lock(&w->lock);
+    }
+}
+
+void vtep_engine_resume(vtep_engine_t *e)
+{
+    if (--e->pause_depth)
+        return;
+    for (vtep_worker_t *w = e->workers; w; w = w->next)
+        pthread_mutex_unlock(&w->lock);
+    __atomic_store_n(&e->pausing, 0, __ATOMIC_SEQ_CST);
+    pthread_mutex_unlock(&e->pause_lock);
+}
+
+int vtep_worker_yield(vtep_worker_t *w)
+{
+    vtep_engine_t *e = w->engine;
+    if (vtep_likely(!__atomic_load_n(&e->pausing, __ATOMIC_ACQUIRE)))
+        return 0;
+    pthread_mutex_unlock(&w->lock);
+    pthread_mutex_lock(&e->pause_lock);   /* held by the control thread until resume */
+    pthread_mutex_unlock(&e->pause_lock);
+    pthread_mutex_lock(&w->lock);
+    return 1;
 }
 
 /* (Re)build the templates of remote "r" from the engine's settings. */
@@ -91,7 +134,7 @@ static void remote_build(vtep_engine_t *e, struct vtep_remote *r, const uint8_t 
     r->resolved = next_hop != NULL;
 }
 
-int vtep_engine_set_underlay(vtep_engine_t *e, const uint8_t mac[6], uint16_t mtu)
+static int engine_set_underlay_paused(vtep_engine_t *e, const uint8_t mac[6], uint16_t mtu)
 {
     if (mtu < 68)
         return -EINVAL;
@@ -110,7 +153,7 @@ static struct vtep_segment *segment_get(vtep_engine_t *e, uint32_t seg)
     return seg < e->p.max_segments && e->segments[seg].in_use ? &e->segments[seg] : NULL;
 }
 
-int vtep_segment_add(vtep_engine_t *e, const vtep_segment_params_t *p)
+static int segment_add_paused(vtep_engine_t *e, const vtep_segment_params_t *p)
 {
     if ((p->encapsulation != VTEP_ENCAP_VXLAN && p->encapsulation != VTEP_ENCAP_NVGRE)
         || p->n_communities > VTEP_MAX_COMMUNITIES || p->maximum_fdb_entries == 0)
@@ -164,7 +207,7 @@ int vtep_segment_add(vtep_engine_t *e, const vtep_segment_params_t *p)
     return (int)id;
 }
 
-int vtep_segment_del(vtep_engine_t *e, uint32_t seg)
+static int segment_del_paused(vtep_engine_t *e, uint32_t seg)
 {
     struct vtep_segment *s = segment_get(e, seg);
     if (!s)
@@ -179,7 +222,7 @@ int vtep_segment_del(vtep_engine_t *e, uint32_t seg)
     return 0;
 }
 
-int vtep_segment_add_remote(vtep_engine_t *e, uint32_t seg, uint32_t remote)
+static int segment_add_remote_paused(vtep_engine_t *e, uint32_t seg, uint32_t remote)
 {
     struct vtep_segment *s = segment_get(e, seg);
     if (!s || remote >= e->n_remotes)
@@ -191,7 +234,23 @@ int vtep_segment_add_remote(vtep_engine_t *e, uint32_t seg, uint32_t remote)
     return 0;
 }
 
-int vtep_remote_add(vtep_engine_t *e, const vtep_addr_t *addr)
+static int segment_del_remote_paused(vtep_engine_t *e, uint32_t seg, uint32_t remote)
+{
+    struct vtep_segment *s = segment_get(e, seg);
+    if (!s || remote >= e->n_remotes || !(s->remote_bits[remote / 64] & 1ull << (remote % 64)))
+        return -ENOENT;
+    s->remote_bits[remote / 64] &= ~(1ull << (remote % 64));
+    for (uint32_t i = 0; i < s->n_remotes; i++)
+        if (s->remotes[i] == remote) {
+            /* Keep the order: flooding follows the configured list. */
+            memmove(&s->remotes[i], &s->remotes[i + 1], (s->n_remotes - i - 1) * sizeof *s->remotes);
+            s->n_remotes--;
+            break;
+        }
+    return 0;
+}
+
+static int remote_add_paused(vtep_engine_t *e, const vtep_addr_t *addr)
 {
     if (addr->family != e->p.local.family)
         return -EINVAL;
@@ -209,7 +268,7 @@ int vtep_remote_add(vtep_engine_t *e, const vtep_addr_t *addr)
     return (int)id;
 }
 
-int vtep_remote_set_neighbour(vtep_engine_t *e, uint32_t remote, const uint8_t *mac)
+static int remote_set_neighbour_paused(vtep_engine_t *e, uint32_t remote, const uint8_t *mac)
 {
     if (remote >= e->n_remotes)
         return -ENOENT;
@@ -217,7 +276,7 @@ int vtep_remote_set_neighbour(vtep_engine_t *e, uint32_t remote, const uint8_t *
     return 0;
 }
 
-int vtep_port_add(vtep_engine_t *e, uint32_t seg, uint8_t pvlan_class)
+static int port_add_paused(vtep_engine_t *e, uint32_t seg, uint8_t pvlan_class)
 {
     struct vtep_segment *s = segment_get(e, seg);
     if (!s)
@@ -257,7 +316,7 @@ static int on_port(uint64_t val, uint64_t port)
     return !(vtep_fdb_flags(val) & VTEP_FDBF_REMOTE) && vtep_fdb_target(val) == port;
 }
 
-int vtep_port_del(vtep_engine_t *e, uint32_t port)
+static int port_del_paused(vtep_engine_t *e, uint32_t port)
 {
     if (port >= e->p.max_ports || !e->ports[port].in_use)
         return -ENOENT;
@@ -268,6 +327,80 @@ int vtep_port_del(vtep_engine_t *e, uint32_t port)
     fdb_remove_if(s, on_port, port);
     e->ports[port].in_use = 0;
     return 0;
+}
+
+/* The table changes that workers must not see half-done: each runs with
+ * the workers paused between bursts. */
+int vtep_engine_set_underlay(vtep_engine_t *e, const uint8_t mac[6], uint16_t mtu)
+{
+    vtep_engine_pause(e);
+    int rc = engine_set_underlay_paused(e, mac, mtu);
+    vtep_engine_resume(e);
+    return rc;
+}
+
+int vtep_segment_add(vtep_engine_t *e, const vtep_segment_params_t *p)
+{
+    vtep_engine_pause(e);
+    int rc = segment_add_paused(e, p);
+    vtep_engine_resume(e);
+    return rc;
+}
+
+int vtep_segment_del(vtep_engine_t *e, uint32_t seg)
+{
+    vtep_engine_pause(e);
+    int rc = segment_del_paused(e, seg);
+    vtep_engine_resume(e);
+    return rc;
+}
+
+int vtep_segment_add_remote(vtep_engine_t *e, uint32_t seg, uint32_t remote)
+{
+    vtep_engine_pause(e);
+    int rc = segment_add_remote_paused(e, seg, remote);
+    vtep_engine_resume(e);
+    return rc;
+}
+
+int vtep_remote_add(vtep_engine_t *e, const vtep_addr_t *addr)
+{
+    vtep_engine_pause(e);
+    int rc = remote_add_paused(e, addr);
+    vtep_engine_resume(e);
+    return rc;
+}
+
+int vtep_remote_set_neighbour(vtep_engine_t *e, uint32_t remote, const uint8_t *mac)
+{
+    vtep_engine_pause(e);
+    int rc = remote_set_neighbour_paused(e, remote, mac);
+    vtep_engine_resume(e);
+    return rc;
+}
+
+int vtep_port_add(vtep_engine_t *e, uint32_t seg, uint8_t pvlan_class)
+{
+    vtep_engine_pause(e);
+    int rc = port_add_paused(e, seg, pvlan_class);
+    vtep_engine_resume(e);
+    return rc;
+}
+
+int vtep_port_del(vtep_engine_t *e, uint32_t port)
+{
+    vtep_engine_pause(e);
+    int rc = port_del_paused(e, port);
+    vtep_engine_resume(e);
+    return rc;
+}
+
+int vtep_segment_del_remote(vtep_engine_t *e, uint32_t seg, uint32_t remote)
+{
+    vtep_engine_pause(e);
+    int rc = segment_del_remote_paused(e, seg, remote);
+    vtep_engine_resume(e);
+    return rc;
 }
 
 static void entry_unpack(uint64_t key, uint64_t v, vtep_fdb_entry_t *out)
@@ -400,6 +533,8 @@ vtep_worker_t *vtep_worker_new(vtep_engine_t *e)
         return NULL;
     }
     w->engine = e;
+    pthread_mutex_init(&w->lock, NULL);
+    w->wake_fd = -1;
     w->next = e->workers;
     e->workers = w;
     return w;
@@ -413,6 +548,7 @@ void vtep_worker_free(vtep_worker_t *w)
     while (*p != w)
         p = &(*p)->next;
     *p = w->next;
+    pthread_mutex_destroy(&w->lock);
     free(w->blocks);
     free(w);
 }

@@ -3,6 +3,7 @@
 #ifndef VTEP_ENGINE_H
 #define VTEP_ENGINE_H
 
+#include <pthread.h>
 #include "vtep.h"
 #include "fdb.h"
 #include "map.h"
@@ -42,8 +43,16 @@ struct vtep_engine {
     uint32_t n_remotes;           /* ids in use: 0 .. n_remotes-1 */
     vtep_map_t vni_map;           /* vtep_vni_key() -> segment << 8 | sender class */
     vtep_map_t remote_map;        /* vtep_addr_key() -> remote id */
-    vtep_worker_t *workers;       /* list, for summing counters */
+    vtep_worker_t *workers;       /* list, for summing counters and pausing */
     uint32_t n_blocks;            /* counter blocks per worker */
+    /* Pausing (control thread): hold "pause_lock", raise "pausing", wake
+     * every worker and take each one's "lock".  A loop holds its worker's
+     * lock while it runs and lets go only when it sees "pausing"; it then
+     * waits on "pause_lock", so it cannot take its lock back before the
+     * change is done. */
+    pthread_mutex_t pause_lock;
+    int pausing;                  /* atomic: a pause is wanted or held */
+    int pause_depth;              /* control thread only: nesting */
 };
 
 /* Counter blocks: ports first, then the underlay, then segments. */
@@ -51,7 +60,14 @@ struct vtep_worker {
     vtep_engine_t *engine;
     vtep_worker_t *next;
     vtep_counters_t *blocks;
+    pthread_mutex_t lock;         /* held by whoever runs this worker's bursts */
+    int wake_fd;                  /* eventfd a paused loop polls, or -1 */
 };
+
+/* Between bursts, a loop calls this: it gives its worker up while the
+ * control thread changes tables.  Returns whether it did (the loop then
+ * looks at its own tables again). */
+int vtep_worker_yield(vtep_worker_t *w);
 
 VTEP_INLINE vtep_counters_t *vtep_port_block(vtep_worker_t *w, uint32_t port)
 {

@@ -40,7 +40,7 @@ VTEP_INLINE void count_rx(vtep_counters_t *c, uint32_t bytes)
     VTEP_COUNTER_ADD(c->rx_bytes, bytes);
 }
 
-VTEP_INLINE vtep_out_t *next_out(struct burst *b, uint8_t kind, uint32_t target,
+VTEP_INLINE vtep_out_t *next_out(struct burst *b, vtep_counters_t *seg, uint8_t kind, uint32_t target,
                                  const uint8_t *data, uint32_t len)
 {
     if (vtep_unlikely(b->n_out == b->max_out))
@@ -52,6 +52,7 @@ VTEP_INLINE vtep_out_t *next_out(struct burst *b, uint8_t kind, uint32_t target,
     o->pkt = (uint16_t)b->pkt;
     o->kind = kind;
     o->target = target;
+    o->segment = (uint32_t)(seg - vtep_segment_block(b->w, 0));
     return o;
 }
 
@@ -59,7 +60,7 @@ VTEP_INLINE vtep_out_t *next_out(struct burst *b, uint8_t kind, uint32_t target,
 VTEP_INLINE vtep_drop_t emit_port(struct burst *b, vtep_counters_t *seg, uint32_t port,
                                   const uint8_t *f, uint32_t len)
 {
-    if (!next_out(b, VTEP_OUT_PORT, port, f, len))
+    if (!next_out(b, seg, VTEP_OUT_PORT, port, f, len))
         return VTEP_DROP_RING_FULL;
     count_tx(vtep_port_block(b->w, port), len);
     count_tx(seg, len);
@@ -74,7 +75,7 @@ VTEP_INLINE vtep_drop_t emit_remote(struct burst *b, const int ipv6, const struc
     const struct vtep_remote *r = &b->e->remotes[rid];
     if (vtep_unlikely(!r->resolved))
         return VTEP_DROP_NO_NEIGHBOUR;
-    vtep_out_t *o = next_out(b, VTEP_OUT_UNDERLAY, rid, f, len);
+    vtep_out_t *o = next_out(b, seg, VTEP_OUT_UNDERLAY, rid, f, len);
     if (!o)
         return VTEP_DROP_RING_FULL;
     o->hdr_len = (uint16_t)vtep_encap_inline(&r->tunnel[s->encapsulation], ipv6, vni, f, len, hash, o->hdr);
@@ -130,8 +131,10 @@ VTEP_INLINE vtep_drop_t flood(struct burst *b, const int ipv6, const struct vtep
 /* One frame from access port "port_id" (bound to segment "s"). */
 VTEP_INLINE vtep_drop_t access_one(struct burst *b, const int ipv6, uint32_t port_id,
                                    const struct vtep_port *port, struct vtep_segment *s,
-                                   vtep_counters_t *seg, const uint8_t *f, uint32_t len)
+                                   vtep_counters_t *seg, const vtep_pkt_t *pkt)
 {
+    const uint8_t *f = pkt->data;
+    uint32_t len = pkt->len;
     vtep_drop_t why;
     uint64_t v;
     uint8_t from = port->pvlan_class;
@@ -144,7 +147,7 @@ VTEP_INLINE vtep_drop_t access_one(struct burst *b, const int ipv6, uint32_t por
         why = VTEP_DROP_MTU;
         goto drop;
     }
-    if (vtep_vlan_is_tag(vtep_eth_type(f))) {
+    if (vtep_vlan_is_tag(vtep_eth_type(f)) || (pkt->flags & VTEP_PKT_VLAN)) {
         why = VTEP_DROP_VLAN_TAGGED;
         goto drop;
     }
@@ -233,7 +236,7 @@ VTEP_INLINE int access_burst(vtep_worker_t *w, const int ipv6, uint32_t port_id,
         if (i + PREFETCH_FDB < n)
             prefetch_dst(s, &pkts[i + PREFETCH_FDB]);
         b.pkt = i;
-        verdicts[i] = (uint8_t)access_one(&b, ipv6, port_id, port, s, seg, pkts[i].data, pkts[i].len);
+        verdicts[i] = (uint8_t)access_one(&b, ipv6, port_id, port, s, seg, &pkts[i]);
     }
     return (int)b.n_out;
 }
@@ -276,6 +279,10 @@ VTEP_INLINE vtep_drop_t underlay_check(struct burst *b, const vtep_pkt_t *pkt, s
     vtep_drop_t why = vtep_decap_inline(f, len, e->p.destination_port, &info, !(pkt->flags & VTEP_PKT_CSUM_OK));
     if (why)
         goto drop;
+    if (pkt->flags & VTEP_PKT_VLAN) {  /* the underlay is untagged */
+        why = VTEP_DROP_VLAN_TAGGED;
+        goto drop;
+    }
     if (info.dst.family != e->p.local.family
         || memcmp(info.dst.bytes, e->p.local.bytes, vtep_addr_len(info.dst.family))) {
         why = VTEP_DROP_NOT_LOCAL;

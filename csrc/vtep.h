@@ -7,10 +7,13 @@
  *
  * Threads: table functions are called by the control thread only.  While
  * workers run bursts, the control thread may change the FDB (it is a seqlock:
- * workers never wait, see fdb.h) and read counters; segments, ports and
- * remotes change only while no burst runs (the daemon publishes new tables
- * between bursts).  All functions return 0 (or an id >= 0) on success and a
- * negative errno on failure, as each comment says. */
+ * workers never wait, see fdb.h) and read counters.  Segments, ports and
+ * remotes change only while every worker is paused between two bursts: each
+ * function that changes them pauses the workers itself (vtep_engine_pause),
+ * so a change never meets a burst half-way and no frame is lost (frames wait
+ * in their rings for the few microseconds it takes).  All functions return 0
+ * (or an id >= 0) on success and a negative errno on failure, as each
+ * comment says. */
 #ifndef VTEP_H
 #define VTEP_H
 
@@ -90,7 +93,7 @@ typedef struct vtep_out {
     uint8_t kind;             /* VTEP_OUT_PORT or VTEP_OUT_UNDERLAY */
     uint8_t pad;
     uint32_t target;          /* port id or remote id */
-    uint32_t pad2;
+    uint32_t segment;         /* whose counters the copy was counted on */
     uint8_t hdr[VTEP_HDR_ROOM];
 } vtep_out_t;
 
@@ -118,6 +121,9 @@ int vtep_segment_del(vtep_engine_t *e, uint32_t seg);
  * also the list of VTEPs it accepts traffic from (any, while empty).
  * 0, -ENOENT, or -EEXIST. */
 int vtep_segment_add_remote(vtep_engine_t *e, uint32_t seg, uint32_t remote);
+
+/* Take "remote" off the segment's list.  0 or -ENOENT. */
+int vtep_segment_del_remote(vtep_engine_t *e, uint32_t seg, uint32_t remote);
 
 /* Remote VTEPs.  Returns the id (the existing one for a known address) or
  * -EINVAL (family differs from local), -ENOSPC. */
@@ -166,8 +172,65 @@ int vtep_access_burst(vtep_worker_t *w, uint32_t port, const vtep_pkt_t *pkts, u
 int vtep_underlay_burst(vtep_worker_t *w, const vtep_pkt_t *pkts, uint32_t n, uint32_t now,
                         vtep_out_t *outs, uint32_t max_out, uint8_t *verdicts);
 
+/* Hold every worker between two bursts until the matching resume, so that
+ * several table changes take effect together (a port and its I/O, say).
+ * Nests.  Called by the control thread only. */
+void vtep_engine_pause(vtep_engine_t *e);
+void vtep_engine_resume(vtep_engine_t *e);
+
 /* Sum of all workers' counters for one port, the underlay, or one segment
  * ("kind" VTEP_COUNTERS_*).  0 or -ENOENT. */
 int vtep_counters_read(vtep_engine_t *e, int kind, uint32_t id, vtep_counters_t *out);
+
+/* Packet I/O (io_afpacket.c, io_tap.c).  One handle per worker and
+ * interface; several workers share an interface through a PACKET_FANOUT
+ * group or TAP queues. */
+typedef struct vtep_io vtep_io_t;
+
+typedef struct vtep_afpacket_params {
+    const char *ifname;
+    uint32_t frame_size;      /* ring slot; at least the link MTU + 18 + 64; 0: 2048 */
+    uint32_t frames;          /* slots per ring (RX and TX each); 0: 1024 */
+    uint16_t fanout_group;    /* 0: none; else join this PACKET_FANOUT_HASH group */
+    uint8_t promiscuous;      /* access ports: take every frame on the link */
+    uint8_t tunnel_only;      /* underlay: a filter keeps only tunnel traffic for
+                               * "local" (the kernel still gets all of it) */
+    vtep_addr_t local;
+    uint16_t destination_port;
+} vtep_afpacket_params_t;
+
+/* AF_PACKET with mmap'ed RX and TX rings on an existing link, bypassing the
+ * qdisc and never seeing its own transmissions.  NULL with *err: -ENODEV (no
+ * such link), -EPERM, -EINVAL, -ENOMEM, or another socket error. */
+vtep_io_t *vtep_io_afpacket_open(const vtep_afpacket_params_t *p, int *err);
+/* A queue of TAP "ifname" (IFF_TAP | IFF_NO_PI, IFF_MULTI_QUEUE if
+ * "multiqueue"), created if it does not exist; it lives while a queue is
+ * open.  Frames up to "frame_size" bytes (0: 2048).  NULL with *err. */
+vtep_io_t *vtep_io_tap_open(const char *ifname, int multiqueue, uint32_t frame_size, int *err);
+void vtep_io_close(vtep_io_t *io);
+
+/* Worker loops (loop.c): a C thread with its own worker and I/O handles,
+ * polling its ports and the underlay and running their bursts.  The control
+ * thread attaches and detaches handles (a loop owns what it is given) and
+ * starts and stops the thread.  A loop's I/O drops are counted in its
+ * worker's counters: ring_full (a TX ring had no room, or the kernel dropped
+ * frames because our RX ring was full), mtu (a frame larger than a ring slot),
+ * no_port (an output port has no handle on this loop). */
+typedef struct vtep_loop vtep_loop_t;
+
+/* "burst": frames per RX burst (1..256; 0: 64).  NULL with *err. */
+vtep_loop_t *vtep_loop_new(vtep_engine_t *e, uint32_t burst, int *err);
+/* Stops the thread and closes every handle. */
+void vtep_loop_free(vtep_loop_t *l);
+/* 0, -EINVAL (bad port id), -EEXIST (the port has a handle). */
+int vtep_loop_attach_port(vtep_loop_t *l, uint32_t port, vtep_io_t *io);
+/* Closes the port's handle.  0 or -ENOENT. */
+int vtep_loop_detach_port(vtep_loop_t *l, uint32_t port);
+/* 0 or -EEXIST. */
+int vtep_loop_attach_underlay(vtep_loop_t *l, vtep_io_t *io);
+/* 0, -EALREADY, or a pthread error. */
+int vtep_loop_start(vtep_loop_t *l);
+/* Returns once the thread has left; no-op if it is not running. */
+void vtep_loop_stop(vtep_loop_t *l);
 
 #endif

@@ -31,8 +31,11 @@ typedef enum vtep_drop {
  * it, or the frame was sent on this host and the checksum is not computed
  * yet (AF_PACKET TP_STATUS_CSUM_VALID or TP_STATUS_CSUMNOTREADY; across a
  * veth, or in a capture with checksum offload, the field then holds only
- * the pseudo-header sum).  Its UDP checksum is not verified again. */
-enum { VTEP_PKT_CSUM_OK = 1 };
+ * the pseudo-header sum).  Its UDP checksum is not verified again.
+ * VTEP_PKT_VLAN: the frame came with a VLAN tag that the kernel moved out of
+ * the frame into metadata (AF_PACKET TP_STATUS_VLAN_VALID): it is tagged,
+ * though its bytes do not show it. */
+enum { VTEP_PKT_CSUM_OK = 1, VTEP_PKT_VLAN = 2 };
 
 typedef enum vtep_encap {
     VTEP_ENCAP_VXLAN = 0,

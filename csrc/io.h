@@ -1,0 +1,75 @@
+/* Packet I/O handles, as the worker loops see them (the bindings see only
+ * the open/close functions in vtep.h).
+ *
+ * Receive is two steps so that outputs can point into received frames:
+ * vtep_io_rx() lends up to "max" frames, the loop runs them through the
+ * pipeline and copies every output into a TX slot, then vtep_io_rx_done()
+ * gives the frames back.  Transmit copies into a TX slot (AF_PACKET) or
+ * writes at once (TAP); vtep_io_flush() sends what the slots hold with one
+ * syscall. */
+#ifndef VTEP_IO_H
+#define VTEP_IO_H
+
+#include "util.h"
+#include "vtep.h"
+
+enum { VTEP_IO_AFPACKET, VTEP_IO_TAP };
+
+struct vtep_io {
+    int kind;
+    int fd;
+    uint32_t frame_size;
+    uint32_t frames;
+    uint32_t rx_head;         /* next RX slot to look at */
+    uint32_t rx_lent;         /* slots lent by the last vtep_io_rx() */
+    /* AF_PACKET: the two rings, one mapping. */
+    uint8_t *map;
+    size_t map_len;
+    uint8_t *rx_ring, *tx_ring;
+    uint32_t tx_head;
+    uint32_t tx_queued;       /* slots filled since the last flush */
+    /* TAP: one buffer per frame of a burst. */
+    uint8_t *bufs;
+};
+
+uint32_t vtep_afpacket_rx(vtep_io_t *io, vtep_pkt_t *pkts, uint32_t max, uint32_t *oversize);
+void vtep_afpacket_rx_done(vtep_io_t *io);
+int vtep_afpacket_tx(vtep_io_t *io, const uint8_t *hdr, uint32_t hdr_len, const uint8_t *data, uint32_t len);
+void vtep_afpacket_flush(vtep_io_t *io);
+uint32_t vtep_tap_rx(vtep_io_t *io, vtep_pkt_t *pkts, uint32_t max, uint32_t *oversize);
+int vtep_tap_tx(vtep_io_t *io, const uint8_t *hdr, uint32_t hdr_len, const uint8_t *data, uint32_t len);
+
+/* Lends up to "max" received frames in "pkts"; frames too big for a slot
+ * are given back at once and counted in "*oversize".  Returns how many. */
+VTEP_INLINE uint32_t vtep_io_rx(vtep_io_t *io, vtep_pkt_t *pkts, uint32_t max, uint32_t *oversize)
+{
+    return io->kind == VTEP_IO_AFPACKET ? vtep_afpacket_rx(io, pkts, max, oversize)
+                                        : vtep_tap_rx(io, pkts, max, oversize);
+}
+
+VTEP_INLINE void vtep_io_rx_done(vtep_io_t *io)
+{
+    if (io->kind == VTEP_IO_AFPACKET)
+        vtep_afpacket_rx_done(io);
+}
+
+/* Queue "hdr" then "data" as one frame.  0, -ENOBUFS (no free slot) or
+ * -EMSGSIZE (larger than a slot). */
+VTEP_INLINE int vtep_io_tx(vtep_io_t *io, const uint8_t *hdr, uint32_t hdr_len, const uint8_t *data,
+                           uint32_t len)
+{
+    return io->kind == VTEP_IO_AFPACKET ? vtep_afpacket_tx(io, hdr, hdr_len, data, len)
+                                        : vtep_tap_tx(io, hdr, hdr_len, data, len);
+}
+
+VTEP_INLINE void vtep_io_flush(vtep_io_t *io)
+{
+    if (io->kind == VTEP_IO_AFPACKET)
+        vtep_afpacket_flush(io);
+}
+
+/* Frames the kernel dropped because the RX ring was full, since the last
+ * call (AF_PACKET; 0 for TAP). */
+uint32_t vtep_io_kernel_drops(vtep_io_t *io);
+
+#endif

@@ -1,0 +1,267 @@
+/* AF_PACKET I/O: TPACKET_V2 RX and TX rings in one mapping.
+ *
+ * The socket is opened with protocol 0 (it receives nothing), configured,
+ * given its filter and only then bound to the link with ETH_P_ALL, so no
+ * frame reaches it half-configured.  Transmissions bypass the qdisc (we
+ * batch ourselves) and are not echoed back to us (PACKET_IGNORE_OUTGOING).
+ * Everything set here dies with the socket: promiscuous mode, the fanout
+ * group, the filter.  A killed vtepd leaves nothing behind. */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/filter.h>
+#include <linux/if_packet.h>
+#include <net/ethernet.h>
+#include <net/if.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include "io.h"
+
+/* Where a TX frame's data starts in its slot (after the aligned header). */
+#define TX_DATA_OFFSET TPACKET_ALIGN(sizeof(struct tpacket2_hdr))
+
+/* Classic BPF with symbolic jump targets: NEXT, ACCEPT and DROP are resolved
+ * by bpf_finish(), which appends the two returns. */
+enum { NEXT = 253, ACCEPT = 254, DROP = 255 };
+#define STMT(code, k) ((struct sock_filter){(uint16_t)(code), 0, 0, (uint32_t)(k)})
+#define JUMP(code, k, t, f) ((struct sock_filter){(uint16_t)(code), (t), (f), (uint32_t)(k)})
+#define JEQ(k, t, f) JUMP(BPF_JMP | BPF_JEQ | BPF_K, k, t, f)
+
+static int bpf_finish(struct sock_filter *p, int n)
+{
+    p[n] = STMT(BPF_RET | BPF_K, 0xffffffffu);
+    p[n + 1] = STMT(BPF_RET | BPF_K, 0);
+    for (int i = 0; i < n; i++) {
+        if (BPF_CLASS(p[i].code) != BPF_JMP || BPF_OP(p[i].code) == BPF_JA)
+            continue;
+        uint8_t *targets[2] = {&p[i].jt, &p[i].jf};
+        for (int t = 0; t < 2; t++) {
+            int to = *targets[t] == NEXT ? i + 1 : *targets[t] == ACCEPT ? n : *targets[t] == DROP ? n + 1
+                                                                               : *targets[t];
+            *targets[t] = (uint8_t)(to - (i + 1));
+        }
+    }
+    return n + 2;
+}
+
+/* The underlay filter: untagged VXLAN (to "port") or GRE for "local".  It
+ * also keeps fragments and IPv6 extension headers for "local", which the
+ * pipeline refuses and counts; everything else is the kernel's alone. */
+static int tunnel_filter(struct sock_filter *p, const vtep_addr_t *local, uint16_t port)
+{
+    int n = 0;
+    p[n++] = STMT(BPF_LD | BPF_W | BPF_ABS, SKF_AD_OFF + SKF_AD_VLAN_TAG_PRESENT);
+    p[n++] = JEQ(0, NEXT, DROP);
+    p[n++] = STMT(BPF_LD | BPF_H | BPF_ABS, 12);
+    if (local->family == 4) {
+        p[n++] = JEQ(0x0800, NEXT, DROP);
+        p[n++] = STMT(BPF_LD | BPF_W | BPF_ABS, 30);
+        p[n++] = JEQ(vtep_get_be32(local->bytes), NEXT, DROP);
+        p[n++] = STMT(BPF_LD | BPF_B | BPF_ABS, 23);
+        p[n++] = JEQ(47, ACCEPT, NEXT);
+        p[n++] = JEQ(17, NEXT, DROP);
+        p[n++] = STMT(BPF_LD | BPF_H | BPF_ABS, 20);
+        p[n++] = JUMP(BPF_JMP | BPF_JSET | BPF_K, 0x1fff, ACCEPT, NEXT);  /* a later fragment */
+        p[n++] = STMT(BPF_LDX | BPF_B | BPF_MSH, 14);                     /* X = IPv4 header length */
+        p[n++] = STMT(BPF_LD | BPF_H | BPF_IND, 14 + 2);
+        p[n++] = JEQ(port, ACCEPT, DROP);
+    } else {
+        p[n++] = JEQ(0x86dd, NEXT, DROP);
+        for (int w = 0; w < 4; w++) {
+            p[n++] = STMT(BPF_LD | BPF_W | BPF_ABS, 38 + 4 * w);
+            p[n++] = JEQ(vtep_get_be32(local->bytes + 4 * w), NEXT, DROP);
+        }
+        p[n++] = STMT(BPF_LD | BPF_B | BPF_ABS, 20);
+        p[n++] = JEQ(47, ACCEPT, NEXT);
+        p[n++] = JEQ(0, ACCEPT, NEXT);   /* hop-by-hop */
+        p[n++] = JEQ(43, ACCEPT, NEXT);  /* routing */
+        p[n++] = JEQ(44, ACCEPT, NEXT);  /* fragment */
+        p[n++] = JEQ(60, ACCEPT, NEXT);  /* destination options */
+        p[n++] = JEQ(17, NEXT, DROP);
+        p[n++] = STMT(BPF_LD | BPF_H | BPF_ABS, 14 + 40 + 2);
+        p[n++] = JEQ(port, ACCEPT, DROP);
+    }
+    return bpf_finish(p, n);
+}
+
+static int setopt(int fd, int level, int name, const void *v, socklen_t len)
+{
+    return setsockopt(fd, level, name, v, len) < 0 ? -errno : 0;
+}
+
+static int setopt_int(int fd, int level, int name, int v)
+{
+    return setopt(fd, level, name, &v, sizeof v);
+}
+
+static uint32_t round_pow2(uint32_t v)
+{
+    uint32_t p = 1;
+    while (p < v)
+        p <<= 1;
+    return p;
+}
+
+static int afpacket_setup(vtep_io_t *io, const vtep_afpacket_params_t *p)
+{
+    int rc, ifindex = (int)if_nametoindex(p->ifname);
+    if (!ifindex)
+        return -ENODEV;
+    io->fd = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (io->fd < 0)
+        return -errno;
+    if ((rc = setopt_int(io->fd, SOL_PACKET, PACKET_VERSION, TPACKET_V2))
+        || (rc = setopt_int(io->fd, SOL_PACKET, PACKET_QDISC_BYPASS, 1))
+        || (rc = setopt_int(io->fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)))
+        return rc;
+
+    /* Frames never span blocks: a block is a page or one frame. */
+    io->frame_size = round_pow2(p->frame_size ? p->frame_size : 2048);
+    io->frames = round_pow2(p->frames ? p->frames : 1024);
+    uint32_t block = io->frame_size > 4096 ? io->frame_size : 4096;
+    struct tpacket_req req = {
+        .tp_block_size = block,
+        .tp_block_nr = io->frames * io->frame_size / block,
+        .tp_frame_size = io->frame_size,
+        .tp_frame_nr = io->frames,
+    };
+    if (req.tp_block_nr == 0)
+        return -EINVAL;
+    io->frames = req.tp_block_nr * block / io->frame_size;
+    req.tp_frame_nr = io->frames;
+    if ((rc = setopt(io->fd, SOL_PACKET, PACKET_RX_RING, &req, sizeof req))
+        || (rc = setopt(io->fd, SOL_PACKET, PACKET_TX_RING, &req, sizeof req)))
+        return rc;
+    io->map_len = 2 * (size_t)req.tp_block_nr * block;
+    io->map = mmap(NULL, io->map_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, io->fd, 0);
+    if (io->map == MAP_FAILED) {
+        io->map = NULL;
+        return -errno;
+    }
+    io->rx_ring = io->map;
+    io->tx_ring = io->map + io->map_len / 2;
+
+    if (p->tunnel_only) {
+        struct sock_filter prog[48];
+        struct sock_fprog fprog = {.len = (unsigned short)tunnel_filter(prog, &p->local, p->destination_port),
+                                   .filter = prog};
+        if ((rc = setopt(io->fd, SOL_SOCKET, SO_ATTACH_FILTER, &fprog, sizeof fprog)))
+            return rc;
+    }
+    struct sockaddr_ll sll = {.sll_family = AF_PACKET, .sll_protocol = htons(ETH_P_ALL), .sll_ifindex = ifindex};
+    if (bind(io->fd, (struct sockaddr *)&sll, sizeof sll) < 0)
+        return -errno;
+    if (p->promiscuous) {
+        struct packet_mreq mr = {.mr_ifindex = ifindex, .mr_type = PACKET_MR_PROMISC};
+        if ((rc = setopt(io->fd, SOL_PACKET, PACKET_ADD_MEMBERSHIP, &mr, sizeof mr)))
+            return rc;
+    }
+    if (p->fanout_group
+        && (rc = setopt_int(io->fd, SOL_PACKET, PACKET_FANOUT, p->fanout_group | PACKET_FANOUT_HASH << 16)))
+        return rc;
+    return 0;
+}
+
+vtep_io_t *vtep_io_afpacket_open(const vtep_afpacket_params_t *p, int *err)
+{
+    vtep_io_t *io = calloc(1, sizeof *io);
+    if (!io) {
+        *err = -ENOMEM;
+        return NULL;
+    }
+    io->kind = VTEP_IO_AFPACKET;
+    io->fd = -1;
+    *err = afpacket_setup(io, p);
+    if (*err) {
+        vtep_io_close(io);
+        return NULL;
+    }
+    return io;
+}
+
+void vtep_io_close(vtep_io_t *io)
+{
+    if (!io)
+        return;
+    if (io->map)
+        munmap(io->map, io->map_len);
+    if (io->fd >= 0)
+        close(io->fd);
+    free(io->bufs);
+    free(io);
+}
+
+VTEP_INLINE struct tpacket2_hdr *slot(uint8_t *ring, const vtep_io_t *io, uint32_t i)
+{
+    return (struct tpacket2_hdr *)(ring + (size_t)(i & (io->frames - 1)) * io->frame_size);
+}
+
+uint32_t vtep_afpacket_rx(vtep_io_t *io, vtep_pkt_t *pkts, uint32_t max, uint32_t *oversize)
+{
+    uint32_t n = 0, lent = 0;
+    while (n < max && lent < io->frames) {
+        struct tpacket2_hdr *h = slot(io->rx_ring, io, io->rx_head + lent);
+        uint32_t status = __atomic_load_n(&h->tp_status, __ATOMIC_ACQUIRE);
+        if (!(status & TP_STATUS_USER))
+            break;
+        lent++;
+        if (vtep_unlikely(h->tp_snaplen < h->tp_len)) {
+            ++*oversize;
+            continue;
+        }
+        pkts[n].data = (uint8_t *)h + h->tp_mac;
+        pkts[n].len = h->tp_snaplen;
+        pkts[n].flags = (status & (TP_STATUS_CSUMNOTREADY | TP_STATUS_CSUM_VALID) ? VTEP_PKT_CSUM_OK : 0)
+                      | (status & TP_STATUS_VLAN_VALID ? VTEP_PKT_VLAN : 0);
+        n++;
+    }
+    io->rx_lent = lent;
+    return n;
+}
+
+void vtep_afpacket_rx_done(vtep_io_t *io)
+{
+    for (uint32_t i = 0; i < io->rx_lent; i++)
+        __atomic_store_n(&slot(io->rx_ring, io, io->rx_head + i)->tp_status, TP_STATUS_KERNEL,
+                         __ATOMIC_RELEASE);
+    io->rx_head = (io->rx_head + io->rx_lent) & (io->frames - 1);
+    io->rx_lent = 0;
+}
+
+int vtep_afpacket_tx(vtep_io_t *io, const uint8_t *hdr, uint32_t hdr_len, const uint8_t *data, uint32_t len)
+{
+    if (vtep_unlikely(hdr_len + len > io->frame_size - TX_DATA_OFFSET))
+        return -EMSGSIZE;
+    struct tpacket2_hdr *h = slot(io->tx_ring, io, io->tx_head);
+    uint32_t status = __atomic_load_n(&h->tp_status, __ATOMIC_ACQUIRE);
+    if (status != TP_STATUS_AVAILABLE && status != TP_STATUS_WRONG_FORMAT)
+        return -ENOBUFS;  /* the kernel has not sent this slot's last frame yet */
+    uint8_t *out = (uint8_t *)h + TX_DATA_OFFSET;
+    memcpy(out, hdr, hdr_len);
+    memcpy(out + hdr_len, data, len);
+    h->tp_len = hdr_len + len;
+    __atomic_store_n(&h->tp_status, TP_STATUS_SEND_REQUEST, __ATOMIC_RELEASE);
+    io->tx_head = (io->tx_head + 1) & (io->frames - 1);
+    io->tx_queued++;
+    return 0;
+}
+
+void vtep_afpacket_flush(vtep_io_t *io)
+{
+    if (!io->tx_queued)
+        return;
+    /* Without waiting: slots the kernel cannot take now stay queued and go
+     * with the next flush. */
+    if (sendto(io->fd, NULL, 0, MSG_DONTWAIT, NULL, 0) >= 0 || errno == EAGAIN || errno == ENOBUFS)
+        io->tx_queued = 0;
+}
+
+uint32_t vtep_io_kernel_drops(vtep_io_t *io)
+{
+    struct tpacket_stats st;
+    socklen_t len = sizeof st;
+    if (io->kind != VTEP_IO_AFPACKET || getsockopt(io->fd, SOL_PACKET, PACKET_STATISTICS, &st, &len) < 0)
+        return 0;
+    return st.tp_drops;  /* reading resets them */
+}

@@ -1,0 +1,297 @@
+/* Worker loops: a C thread per worker that polls its I/O handles and runs
+ * their bursts.  No Python, no allocation and no lock per packet; per pass,
+ * one RX check per handle (no syscall for AF_PACKET rings) and one flush
+ * per handle that has frames to send.  It sleeps in poll() only after a pass
+ * that found nothing.
+ *
+ * Locking: the thread holds its worker's lock from start to stop and lets
+ * go only between bursts, when the control thread asks (vtep_worker_yield;
+ * see engine.h).  The control thread changes a loop's handles only while it
+ * has paused the workers, so the thread never sees a table half-changed. */
+#include <errno.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+#include "engine.h"
+#include "io.h"
+
+enum { OUTS_PER_FRAME = 32, POLL_MS = 100 };
+
+struct vtep_loop {
+    vtep_engine_t *e;
+    vtep_worker_t *w;
+    uint32_t burst;
+    vtep_io_t **ports;        /* by port id: this loop's handle, or NULL */
+    vtep_io_t *underlay;
+    uint32_t *active;         /* ids of the ports that have a handle */
+    uint32_t n_active;
+    int changed;              /* handles changed: rebuild the poll set */
+    struct pollfd *pfds;      /* wake fd, underlay, then the active ports */
+    uint32_t n_pfds;
+    vtep_pkt_t *pkts;
+    vtep_out_t *outs;
+    uint32_t max_out;
+    uint8_t *verdicts;
+    vtep_io_t **dirty;        /* handles with frames to flush */
+    uint32_t n_dirty;
+    uint32_t stats_at;        /* when the kernel's RX drops were last read */
+    pthread_t thread;
+    int running;
+    int stop;                 /* atomic */
+};
+
+vtep_loop_t *vtep_loop_new(vtep_engine_t *e, uint32_t burst, int *err)
+{
+    burst = burst ? burst : 64;
+    *err = -EINVAL;
+    if (burst > 256)
+        return NULL;
+    *err = -ENOMEM;
+    vtep_loop_t *l = calloc(1, sizeof *l);
+    if (!l)
+        return NULL;
+    l->e = e;
+    l->burst = burst;
+    l->max_out = burst * OUTS_PER_FRAME;
+    l->ports = calloc(e->p.max_ports, sizeof *l->ports);
+    l->active = calloc(e->p.max_ports, sizeof *l->active);
+    l->pfds = calloc(e->p.max_ports + 2, sizeof *l->pfds);
+    l->dirty = calloc(e->p.max_ports + 1, sizeof *l->dirty);
+    l->pkts = calloc(burst, sizeof *l->pkts);
+    l->outs = calloc(l->max_out, sizeof *l->outs);
+    l->verdicts = calloc(burst, 1);
+    l->w = vtep_worker_new(e);
+    if (!l->ports || !l->active || !l->pfds || !l->dirty || !l->pkts || !l->outs || !l->verdicts || !l->w) {
+        vtep_loop_free(l);
+        return NULL;
+    }
+    l->w->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (l->w->wake_fd < 0) {
+        *err = -errno;
+        vtep_loop_free(l);
+        return NULL;
+    }
+    l->changed = 1;
+    *err = 0;
+    return l;
+}
+
+void vtep_loop_free(vtep_loop_t *l)
+{
+    if (!l)
+        return;
+    vtep_loop_stop(l);
+    for (uint32_t i = 0; l->ports && i < l->e->p.max_ports; i++)
+        vtep_io_close(l->ports[i]);
+    vtep_io_close(l->underlay);
+    if (l->w) {
+        if (l->w->wake_fd >= 0)
+            close(l->w->wake_fd);
+        /* Its counters go with it: the daemon's loops live as long as the engine. */
+        vtep_worker_free(l->w);
+    }
+    free(l->ports);
+    free(l->active);
+    free(l->pfds);
+    free(l->dirty);
+    free(l->pkts);
+    free(l->outs);
+    free(l->verdicts);
+    free(l);
+}
+
+int vtep_loop_attach_port(vtep_loop_t *l, uint32_t port, vtep_io_t *io)
+{
+    if (port >= l->e->p.max_ports || !io)
+        return -EINVAL;
+    if (l->ports[port])
+        return -EEXIST;
+    vtep_engine_pause(l->e);
+    l->ports[port] = io;
+    l->active[l->n_active++] = port;
+    l->changed = 1;
+    vtep_engine_resume(l->e);
+    return 0;
+}
+
+int vtep_loop_detach_port(vtep_loop_t *l, uint32_t port)
+{
+    if (port >= l->e->p.max_ports || !l->ports[port])
+        return -ENOENT;
+    vtep_engine_pause(l->e);
+    vtep_io_close(l->ports[port]);
+    l->ports[port] = NULL;
+    for (uint32_t i = 0; i < l->n_active; i++)
+        if (l->active[i] == port)
+            l->active[i] = l->active[--l->n_active];
+    l->changed = 1;
+    vtep_engine_resume(l->e);
+    return 0;
+}
+
+int vtep_loop_attach_underlay(vtep_loop_t *l, vtep_io_t *io)
+{
+    if (!io)
+        return -EINVAL;
+    if (l->underlay)
+        return -EEXIST;
+    vtep_engine_pause(l->e);
+    l->underlay = io;
+    l->changed = 1;
+    vtep_engine_resume(l->e);
+    return 0;
+}
+
+static void rebuild_poll_set(vtep_loop_t *l)
+{
+    l->n_pfds = 0;
+    l->pfds[l->n_pfds++] = (struct pollfd){.fd = l->w->wake_fd, .events = POLLIN};
+    if (l->underlay)
+        l->pfds[l->n_pfds++] = (struct pollfd){.fd = l->underlay->fd, .events = POLLIN};
+    for (uint32_t i = 0; i < l->n_active; i++)
+        l->pfds[l->n_pfds++] = (struct pollfd){.fd = l->ports[l->active[i]]->fd, .events = POLLIN};
+    l->changed = 0;
+}
+
+static vtep_counters_t *block_of(vtep_loop_t *l, uint32_t port)
+{
+    return port == UINT32_MAX ? vtep_underlay_block(l->w) : vtep_port_block(l->w, port);
+}
+
+/* An output the pipeline counted as sent could not be: move it from the
+ * destination's tx count to a drop on the ingress "in" and its segment,
+ * where the pipeline counts every lost copy. */
+static void count_lost(vtep_loop_t *l, vtep_counters_t *in, const vtep_out_t *o, vtep_drop_t why)
+{
+    uint32_t bytes = o->hdr_len + o->data_len;
+    vtep_counters_t *to = o->kind == VTEP_OUT_PORT ? vtep_port_block(l->w, o->target) : vtep_underlay_block(l->w);
+    vtep_counters_t *seg = vtep_segment_block(l->w, o->segment);
+    VTEP_COUNTER_ADD(to->tx_packets, -1);
+    VTEP_COUNTER_ADD(to->tx_bytes, -(uint64_t)bytes);
+    VTEP_COUNTER_ADD(seg->tx_packets, -1);
+    VTEP_COUNTER_ADD(seg->tx_bytes, -(uint64_t)bytes);
+    VTEP_COUNTER_ADD(in->drops[why], 1);
+    VTEP_COUNTER_ADD(seg->drops[why], 1);
+}
+
+static void mark_dirty(vtep_loop_t *l, vtep_io_t *io)
+{
+    if (io->kind != VTEP_IO_AFPACKET || io->tx_queued != 1)
+        return;  /* TAP writes at once; a ring already queued is on the list */
+    l->dirty[l->n_dirty++] = io;
+}
+
+/* One burst from handle "io" of port "port" (UINT32_MAX: the underlay).
+ * Returns the frames it took. */
+static uint32_t run_burst(vtep_loop_t *l, vtep_io_t *io, uint32_t port, uint32_t now)
+{
+    uint32_t oversize = 0;
+    uint32_t n = vtep_io_rx(io, l->pkts, l->burst, &oversize);
+    vtep_counters_t *in = block_of(l, port);
+    if (vtep_unlikely(oversize)) {
+        VTEP_COUNTER_ADD(in->rx_packets, oversize);
+        VTEP_COUNTER_ADD(in->drops[VTEP_DROP_MTU], oversize);
+    }
+    if (n == 0) {
+        vtep_io_rx_done(io);
+        return oversize;
+    }
+    int n_out = port == UINT32_MAX
+                    ? vtep_underlay_burst(l->w, l->pkts, n, now, l->outs, l->max_out, l->verdicts)
+                    : vtep_access_burst(l->w, port, l->pkts, n, now, l->outs, l->max_out, l->verdicts);
+    for (int i = 0; i < n_out; i++) {
+        const vtep_out_t *o = &l->outs[i];
+        vtep_io_t *to = o->kind == VTEP_OUT_PORT ? l->ports[o->target] : l->underlay;
+        if (vtep_unlikely(!to)) {
+            count_lost(l, in, o, VTEP_DROP_NO_PORT);
+            continue;
+        }
+        int rc = vtep_io_tx(to, o->hdr, o->hdr_len, o->data, o->data_len);
+        if (vtep_likely(rc == 0))
+            mark_dirty(l, to);
+        else
+            count_lost(l, in, o, rc == -EMSGSIZE ? VTEP_DROP_MTU : VTEP_DROP_RING_FULL);
+    }
+    /* Outputs were copied out: the frames can go back to the kernel. */
+    vtep_io_rx_done(io);
+    for (uint32_t i = 0; i < l->n_dirty; i++)
+        vtep_io_flush(l->dirty[i]);
+    l->n_dirty = 0;
+    return n + oversize;
+}
+
+/* The kernel's RX ring drops, once a second: a getsockopt per handle. */
+static void read_kernel_drops(vtep_loop_t *l, uint32_t now)
+{
+    if (now == l->stats_at)
+        return;
+    l->stats_at = now;
+    if (l->underlay)
+        VTEP_COUNTER_ADD(vtep_underlay_block(l->w)->drops[VTEP_DROP_RING_FULL], vtep_io_kernel_drops(l->underlay));
+    for (uint32_t i = 0; i < l->n_active; i++) {
+        uint32_t port = l->active[i];
+        VTEP_COUNTER_ADD(vtep_port_block(l->w, port)->drops[VTEP_DROP_RING_FULL],
+                         vtep_io_kernel_drops(l->ports[port]));
+    }
+}
+
+static uint32_t now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);  /* the clock Python's time.monotonic() reads */
+    return (uint32_t)ts.tv_sec;
+}
+
+static void *loop_main(void *arg)
+{
+    vtep_loop_t *l = arg;
+    pthread_mutex_lock(&l->w->lock);
+    while (!__atomic_load_n(&l->stop, __ATOMIC_ACQUIRE)) {
+        vtep_worker_yield(l->w);
+        if (l->changed)
+            rebuild_poll_set(l);
+        uint32_t now = now_seconds(), got = 0;
+        if (l->underlay)
+            got += run_burst(l, l->underlay, UINT32_MAX, now);
+        for (uint32_t i = 0; i < l->n_active; i++)
+            got += run_burst(l, l->ports[l->active[i]], l->active[i], now);
+        if (got)
+            continue;
+        read_kernel_drops(l, now);
+        if (poll(l->pfds, l->n_pfds, POLL_MS) > 0 && (l->pfds[0].revents & POLLIN)) {
+            uint64_t v;
+            if (read(l->w->wake_fd, &v, sizeof v) < 0) {
+                /* already drained */
+            }
+        }
+    }
+    pthread_mutex_unlock(&l->w->lock);
+    return NULL;
+}
+
+int vtep_loop_start(vtep_loop_t *l)
+{
+    if (l->running)
+        return -EALREADY;
+    __atomic_store_n(&l->stop, 0, __ATOMIC_RELEASE);
+    int rc = pthread_create(&l->thread, NULL, loop_main, l);
+    if (rc)
+        return -rc;
+    l->running = 1;
+    return 0;
+}
+
+void vtep_loop_stop(vtep_loop_t *l)
+{
+    if (!l->running)
+        return;
+    __atomic_store_n(&l->stop, 1, __ATOMIC_RELEASE);
+    uint64_t one = 1;
+    if (write(l->w->wake_fd, &one, sizeof one) < 0) {
+        /* the counter is saturated: poll sees it anyway */
+    }
+    pthread_join(l->thread, NULL);
+    l->running = 0;
+}
