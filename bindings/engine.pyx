@@ -160,6 +160,7 @@ cdef class Engine:
     """One VTEP's tables and a worker to run bursts through them."""
     cdef vtep_engine_t *e
     cdef vtep_worker_t *w
+    cdef vtep_worker_t *probe   # for probe=True runs: learns nothing, counts for no one
     cdef readonly object local
     cdef readonly int destination_port
     cdef dict _fanout       # segment id -> ports + remotes: the most copies a frame can make
@@ -188,7 +189,8 @@ cdef class Engine:
         if self.e == NULL:
             check(err)
         self.w = vtep_worker_new(self.e)
-        if self.w == NULL:
+        self.probe = vtep_worker_new_probe(self.e)
+        if self.w == NULL or self.probe == NULL:
             raise MemoryError()
         self.local = ipaddress.ip_address(local)
         self.destination_port = destination_port
@@ -332,35 +334,38 @@ cdef class Engine:
                 "learn_refused": c.learn_refused,
                 "drops": [c.drops[i] for i in range(VTEP_DROP_COUNT)]}
 
-    def access_burst(self, uint32_t port, Burst burst, uint32_t now=0):
+    def access_burst(self, uint32_t port, Burst burst, uint32_t now=0, bint probe=False):
         """Run the burst's frames as received on access "port"; returns the
-        number of outputs.  Runs without the GIL."""
+        number of outputs.  Runs without the GIL.  A "probe" run learns
+        nothing and counts nothing: it only answers what would happen."""
         cdef int rc
+        cdef vtep_worker_t *w = self.probe if probe else self.w
         with nogil:
-            rc = vtep_access_burst(self.w, port, burst.pkts, burst.n, now, burst.outs,
+            rc = vtep_access_burst(w, port, burst.pkts, burst.n, now, burst.outs,
                                    burst.max_out, burst._verdicts)
         burst.n_out = check(rc)
         return rc
 
-    def underlay_burst(self, Burst burst, uint32_t now=0):
+    def underlay_burst(self, Burst burst, uint32_t now=0, bint probe=False):
         cdef int rc
+        cdef vtep_worker_t *w = self.probe if probe else self.w
         with nogil:
-            rc = vtep_underlay_burst(self.w, burst.pkts, burst.n, now, burst.outs, burst.max_out,
+            rc = vtep_underlay_burst(w, burst.pkts, burst.n, now, burst.outs, burst.max_out,
                                      burst._verdicts)
         burst.n_out = check(rc)
         return rc
 
-    def access(self, uint32_t port, frames, uint32_t now=0):
+    def access(self, uint32_t port, frames, uint32_t now=0, bint probe=False):
         """Convenience for tests and tools: run "frames" from "port" and return
         (verdicts, outputs) as Burst.verdicts and Burst.outputs() give them.
         There is room for every copy, so nothing is lost as ring_full."""
         burst = self._burst_for(frames)
-        self.access_burst(port, burst, now)
+        self.access_burst(port, burst, now, probe)
         return burst.verdicts, burst.outputs()
 
-    def underlay(self, frames, uint32_t now=0, flags=None):
+    def underlay(self, frames, uint32_t now=0, flags=None, bint probe=False):
         burst = self._burst_for(frames, flags)
-        self.underlay_burst(burst, now)
+        self.underlay_burst(burst, now, probe)
         return burst.verdicts, burst.outputs()
 
     def _burst_for(self, frames, flags=None):
@@ -382,13 +387,70 @@ class _Paused:
         self.engine.resume()
 
 
+cdef class Io:
+    """One packet I/O handle (an AF_PACKET socket with its rings, or a TAP
+    queue), open and not yet given to a loop.  Loop.attach_* takes it over;
+    until then, dropping it closes it."""
+    cdef vtep_io_t *io
+    cdef readonly str ifname
+
+    def __dealloc__(self):
+        vtep_io_close(self.io)
+
+    cdef vtep_io_t *take(self) except NULL:
+        if self.io == NULL:
+            raise ValueError(f"the handle on {self.ifname} is already attached")
+        cdef vtep_io_t *io = self.io
+        self.io = NULL
+        return io
+
+
+def open_afpacket(ifname, *, bint underlay=False, local=None, uint16_t destination_port=4789,
+                  uint16_t fanout_group=0, uint32_t frame_size=0, uint32_t frames=0):
+    """AF_PACKET rings on existing link "ifname".  An access port takes every
+    frame (promiscuous); the underlay only tunnel traffic for "local" and
+    "destination_port".  Several handles on one link share its traffic when
+    they join the same nonzero "fanout_group"."""
+    cdef vtep_afpacket_params_t p
+    cdef int err = 0
+    cdef bytes name = os.fsencode(ifname)
+    memset(&p, 0, sizeof(p))
+    p.ifname = name
+    p.fanout_group = fanout_group
+    p.frame_size = frame_size
+    p.frames = frames
+    if underlay:
+        p.tunnel_only = 1
+        p.local = to_addr(local)
+        p.destination_port = destination_port
+    else:
+        p.promiscuous = 1
+    cdef Io handle = Io.__new__(Io)
+    handle.ifname = ifname
+    handle.io = vtep_io_afpacket_open(&p, &err)
+    if handle.io == NULL:
+        raise OSError(-err, f"AF_PACKET on {ifname}: {os.strerror(-err)}")
+    return handle
+
+
+def open_tap(ifname, *, bint multiqueue=False, uint32_t frame_size=0):
+    """A queue of TAP "ifname", created if missing (it lives while a queue
+    of it is open)."""
+    cdef int err = 0
+    cdef bytes name = os.fsencode(ifname)
+    cdef Io handle = Io.__new__(Io)
+    handle.ifname = ifname
+    handle.io = vtep_io_tap_open(name, multiqueue, frame_size, &err)
+    if handle.io == NULL:
+        raise OSError(-err, f"TAP {ifname}: {os.strerror(-err)}")
+    return handle
+
+
 cdef class Loop:
     """A worker thread in C that polls its ports' I/O handles and the
     underlay's and runs their bursts through "engine", without the GIL.
-    Give it one handle per port (attach_*); it owns them and closes them on
-    detach() or when it is freed.  A port's handle opened on several loops
-    shares the port: a PACKET_FANOUT group ("fanout_group", the same nonzero
-    number on each loop) or TAP queues ("multiqueue")."""
+    It owns the handles it is given and closes them on detach() or when it
+    is freed."""
     cdef vtep_loop_t *l
     cdef readonly Engine engine  # the engine must outlive its loops
 
@@ -400,70 +462,50 @@ cdef class Loop:
             check(err)
 
     def __dealloc__(self):
-        with nogil:
-            vtep_loop_free(self.l)
+        if self.l != NULL:
+            with nogil:
+                vtep_loop_free(self.l)
 
-    def attach_afpacket(self, uint32_t port, ifname, *, uint16_t fanout_group=0, uint32_t frame_size=0,
-                        uint32_t frames=0):
-        """An existing link as access port "port" (promiscuous: it takes every frame)."""
-        cdef vtep_afpacket_params_t p
-        memset(&p, 0, sizeof(p))
-        p.promiscuous = 1
-        self._attach(port, _afpacket(ifname, &p, fanout_group, frame_size, frames))
+    cdef vtep_loop_t *open_loop(self) except NULL:
+        if self.l == NULL:
+            raise ValueError("the loop is closed")
+        return self.l
 
-    def attach_tap(self, uint32_t port, ifname, *, bint multiqueue=False, uint32_t frame_size=0):
-        """TAP "ifname" (created if missing) as access port "port"."""
-        cdef int err = 0
-        cdef bytes name = os.fsencode(ifname)
-        cdef vtep_io_t *io = vtep_io_tap_open(name, multiqueue, frame_size, &err)
-        if io == NULL:
-            raise OSError(-err, f"TAP {ifname}: {os.strerror(-err)}")
-        self._attach(port, io)
-
-    def attach_underlay(self, ifname, *, uint16_t fanout_group=0, uint32_t frame_size=0, uint32_t frames=0):
-        """The underlay link: only tunnel traffic for the engine's local
-        address and destination port is taken."""
-        cdef vtep_afpacket_params_t p
-        memset(&p, 0, sizeof(p))
-        p.tunnel_only = 1
-        p.local = to_addr(self.engine.local)
-        p.destination_port = self.engine.destination_port
-        cdef vtep_io_t *io = _afpacket(ifname, &p, fanout_group, frame_size, frames)
-        rc = vtep_loop_attach_underlay(self.l, io)
+    def attach_port(self, uint32_t port, Io handle):
+        """Handle "handle" as access port "port" on this loop."""
+        cdef vtep_loop_t *l = self.open_loop()
+        cdef vtep_io_t *io = handle.take()
+        rc = vtep_loop_attach_port(l, port, io)
         if rc < 0:
             vtep_io_close(io)
             check(rc)
 
-    cdef _attach(self, uint32_t port, vtep_io_t *io):
-        rc = vtep_loop_attach_port(self.l, port, io)
+    def attach_underlay(self, Io handle):
+        cdef vtep_loop_t *l = self.open_loop()
+        cdef vtep_io_t *io = handle.take()
+        rc = vtep_loop_attach_underlay(l, io)
         if rc < 0:
             vtep_io_close(io)
             check(rc)
 
-    def detach(self, uint32_t port):
+    def detach_port(self, uint32_t port):
         """Close the port's handle on this loop."""
-        check(vtep_loop_detach_port(self.l, port))
+        check(vtep_loop_detach_port(self.open_loop(), port))
 
     def start(self):
-        check(vtep_loop_start(self.l))
+        check(vtep_loop_start(self.open_loop()))
 
     def stop(self):
+        cdef vtep_loop_t *l = self.open_loop()
         with nogil:
-            vtep_loop_stop(self.l)
+            vtep_loop_stop(l)
 
-
-cdef vtep_io_t *_afpacket(ifname, vtep_afpacket_params_t *p, uint16_t fanout_group, uint32_t frame_size,
-                          uint32_t frames) except NULL:
-    cdef int err = 0
-    cdef bytes name = os.fsencode(ifname)
-    p.ifname = name
-    p.fanout_group = fanout_group
-    p.frame_size = frame_size
-    p.frames = frames
-    cdef vtep_io_t *io = vtep_io_afpacket_open(p, &err)
-    if io == NULL:
-        raise OSError(-err, f"AF_PACKET on {ifname}: {os.strerror(-err)}")
-    return io
+    def close(self):
+        """Stop the thread and close every handle now."""
+        if self.l != NULL:
+            with nogil:
+                vtep_loop_free(self.l)
+            self.l = NULL
 
 
 cdef dict _entry_dict(vtep_fdb_entry_t *en):

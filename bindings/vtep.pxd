@@ -111,6 +111,7 @@ cdef extern from "vtep.h" nogil:
     int vtep_pvlan_allows(uint8_t frm, uint8_t to)
     vtep_worker_t *vtep_worker_new(vtep_engine_t *e)
     void vtep_worker_free(vtep_worker_t *w)
+    vtep_worker_t *vtep_worker_new_probe(vtep_engine_t *e)
     int vtep_access_burst(vtep_worker_t *w, uint32_t port, const vtep_pkt_t *pkts, uint32_t n,
                           uint32_t now, vtep_out_t *outs, uint32_t max_out, uint8_t *verdicts)
     int vtep_underlay_burst(vtep_worker_t *w, const vtep_pkt_t *pkts, uint32_t n, uint32_t now,

@@ -540,6 +540,14 @@ vtep_worker_t *vtep_worker_new(vtep_engine_t *e)
     return w;
 }
 
+vtep_worker_t *vtep_worker_new_probe(vtep_engine_t *e)
+{
+    vtep_worker_t *w = vtep_worker_new(e);
+    if (w)
+        w->probe = 1;
+    return w;
+}
+
 void vtep_worker_free(vtep_worker_t *w)
 {
     if (!w)
@@ -567,6 +575,8 @@ int vtep_counters_read(vtep_engine_t *e, int kind, uint32_t id, vtep_counters_t 
     memset(out, 0, sizeof *out);
     uint64_t *sum = (uint64_t *)out;
     for (vtep_worker_t *w = e->workers; w; w = w->next) {
+        if (w->probe)
+            continue;
         uint64_t *c = (uint64_t *)&w->blocks[block];
         for (size_t i = 0; i < sizeof *out / sizeof(uint64_t); i++)
             sum[i] += VTEP_COUNTER_READ(c[i]);

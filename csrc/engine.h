@@ -62,6 +62,7 @@ struct vtep_worker {
     vtep_counters_t *blocks;
     pthread_mutex_t lock;         /* held by whoever runs this worker's bursts */
     int wake_fd;                  /* eventfd a paused loop polls, or -1 */
+    uint8_t probe;                /* learns nothing, counts for no one */
 };
 
 /* Between bursts, a loop calls this: it gives its worker up while the

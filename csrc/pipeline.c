@@ -156,7 +156,7 @@ VTEP_INLINE vtep_drop_t access_one(struct burst *b, const int ipv6, uint32_t por
         why = VTEP_DROP_BAD_SRC_MAC;
         goto drop;
     }
-    if (s->mac_learning
+    if (s->mac_learning && !b->w->probe
         && vtep_fdb_learn(&s->fdb, vtep_eth_key(src), vtep_fdb_binding(vtep_fdb_pack(0, (uint16_t)port_id, 0, from)), b->now))
         VTEP_COUNTER_ADD(seg->learn_refused, 1);
 
@@ -332,7 +332,7 @@ VTEP_INLINE vtep_drop_t underlay_forward(struct burst *b, const struct rx_frame 
     vtep_drop_t why;
     /* Learn only from VTEPs we know: an address we have no template for
      * could not be sent to anyway. */
-    if (s->mac_learning && rx->rid >= 0
+    if (s->mac_learning && !b->w->probe && rx->rid >= 0
         && vtep_fdb_learn(&s->fdb, vtep_eth_key(src),
                           vtep_fdb_binding(vtep_fdb_pack(0, (uint16_t)rx->rid, VTEP_FDBF_REMOTE, rx->from)),
                           b->now))

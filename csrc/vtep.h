@@ -161,6 +161,9 @@ int vtep_pvlan_allows(uint8_t from, uint8_t to);
 /* Workers: one per thread, each with its own counters.  NULL on -ENOMEM. */
 vtep_worker_t *vtep_worker_new(vtep_engine_t *e);
 void vtep_worker_free(vtep_worker_t *w);
+/* A worker for "what would happen" questions (vtepctl trace): its bursts
+ * learn no MAC and its counters are summed by no one.  NULL on -ENOMEM. */
+vtep_worker_t *vtep_worker_new_probe(vtep_engine_t *e);
 
 /* Run "n" frames received on access port "port" (or, for the underlay burst,
  * on the underlay) through the pipeline at time "now" (seconds).  Writes

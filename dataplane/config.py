@@ -339,3 +339,17 @@ def _host_port(text, key):
     if not sep or not 0 < number < 65536:
         raise ConfigError(key, f"must be ADDRESS:PORT, got {text!r}")
     return host, number
+
+
+def fdb_entry(table, key, current):
+    """One [[fdb]] table checked against config "current", as the file's
+    entries are (the control socket's `fdb add` uses it)."""
+    return _fdb(_table(table, key), key, current.vtep, {s.name: s for s in current.segments},
+                {p.name: p for p in current.ports})
+
+
+def mac(text, key):
+    """A unicast MAC in canonical form, or ConfigError naming "key"."""
+    if not isinstance(text, str):
+        raise ConfigError(key, f"not a MAC address: {text!r}")
+    return _mac(text, key)

@@ -1,0 +1,112 @@
+"""The running fast path: the tables, one C worker loop per configured
+worker, and the packet I/O of every port and of the underlay.
+
+With several workers, each loop has its own handle on every link: the
+underlay and AF_PACKET ports share their traffic through a PACKET_FANOUT
+group (hashed by flow, so a flow stays in order on one worker), TAP ports
+through their queues (IFF_MULTI_QUEUE)."""
+import fcntl
+import ipaddress
+import logging
+import socket
+import struct
+
+from ._engine import Loop, open_afpacket, open_tap
+from .tables import Tables
+
+log = logging.getLogger("vtepd.datapath")
+
+# AF_PACKET ring slots hold the TPACKET header, its alignment and a frame of
+# MTU + Ethernet + one VLAN tag; the C side rounds up to a power of two.
+_SLOT_OVERHEAD = 14 + 4 + 128
+# TAP reads get room for the largest frame the engine takes, so none is cut.
+_TAP_FRAME = 65536
+
+
+def _mtu(ifname):
+    """The link's MTU, from this process's namespace (/sys may show another)."""
+    SIOCGIFMTU = 0x8921
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        ifreq = fcntl.ioctl(s, SIOCGIFMTU, struct.pack("16si", ifname.encode(), 0))
+    return struct.unpack("16si", ifreq)[1]
+
+
+class PortError(OSError):
+    """A port's link or TAP cannot be used; the message names the port."""
+
+
+class Datapath:
+    def __init__(self, config, underlay):
+        """Tables for "config" on the "underlay" link (a netlink.Link), with
+        every port's I/O open; the loops start with start()."""
+        v = config.vtep
+        self.workers = v.workers
+        self.tables = Tables.build(config, underlay_mac=underlay.mac, underlay_mtu=underlay.mtu)
+        self.engine = self.tables.engine
+        self.loops = []
+        try:
+            self.loops = [Loop(self.engine) for _ in range(self.workers)]
+            group = self._fanout_group(underlay.index)
+            for loop in self.loops:
+                loop.attach_underlay(open_afpacket(
+                    underlay.name, underlay=True, local=str(v.local), destination_port=v.destination_port,
+                    fanout_group=group, frame_size=underlay.mtu + _SLOT_OVERHEAD))
+            # Ports were put in the tables without I/O by build(): give them theirs.
+            for p in config.ports:
+                self.attach(self.tables.ports[p.name], self.open(p))
+        except BaseException:
+            self.close()
+            raise
+
+    def _fanout_group(self, ifindex):
+        # A fanout group is per namespace and per link: the link's index names it.
+        return ifindex & 0xffff if self.workers > 1 else 0
+
+    # The I/O side of Tables.apply().
+    def open(self, port):
+        """One handle per loop for config port "port"; PortError if it cannot."""
+        try:
+            if port.backend == "tap":
+                return [open_tap(port.name, multiqueue=self.workers > 1, frame_size=_TAP_FRAME)
+                        for _ in range(self.workers)]
+            try:
+                ifindex = socket.if_nametoindex(port.name)
+            except OSError:
+                raise PortError(19, f"port {port.name}: no interface named {port.name!r}") from None
+            mtu = _mtu(port.name)
+            return [open_afpacket(port.name, fanout_group=self._fanout_group(ifindex), frame_size=mtu + _SLOT_OVERHEAD)
+                    for _ in range(self.workers)]
+        except PortError:
+            raise
+        except OSError as e:
+            raise PortError(e.errno, f"port {port.name}: {e.strerror or e}") from None
+
+    def attach(self, port_id, handles):
+        for loop, handle in zip(self.loops, handles):
+            loop.attach_port(port_id, handle)
+
+    def detach(self, port_id):
+        for loop in self.loops:
+            loop.detach_port(port_id)
+
+    def apply(self, config):
+        """Reload: make the running tables and I/O hold "config"; returns the
+        changes (tables.ReloadError or PortError: nothing changed)."""
+        return self.tables.apply(config, io=self)
+
+    def start(self):
+        for loop in self.loops:
+            loop.start()
+
+    def close(self):
+        """Stop the loops and close all I/O: TAPs vanish with their last queue."""
+        for loop in self.loops:
+            loop.close()
+        self.loops = []
+
+    def remotes(self):
+        """{address: remote id} of every remote VTEP the tables know."""
+        return {ipaddress.ip_address(a): rid for a, rid in self.tables.remotes.items()}
+
+
+__all__ = ["Datapath", "PortError"]
