@@ -303,7 +303,9 @@ class Watcher:
     route groups, not a pyroute2 IPRoute: an IPRoute reads its socket from its
     own asyncio transport and keeps every event in an unbounded queue until
     someone awaits it, and the synchronous one cannot be created inside a
-    running loop.  `netns` is for tests and tools; vtepd runs in its namespace."""
+    running loop.  `netns_name` is for tests and tools: vtepd runs in the
+    namespace it serves.  `rcvbuf` is the socket's buffer: when a burst of
+    events overflows it, drain() says "changed" and the caller re-reads all."""
 
     def __init__(self, netns_name=None, rcvbuf=1 << 20):
         self._sock = netns.create_socket(netns_name, socket.AF_NETLINK, socket.SOCK_RAW,
@@ -383,15 +385,16 @@ class TunnelClaim:
     (unlike an nftables rule).  Verified on Linux 6.18 for IPv4 and IPv6
     (tests/integration/test_netlink.py).
 
-    Limits: if the kernel's GRE modules (ip_gre, ip6_gre) are loaded, the GRE
+    Limits: if the kernel's GRE modules (ip_gre, ip6_gre) are loaded, their
     handler runs whatever raw sockets exist and answers GRE it has no tunnel
-    for with ICMP port unreachable; the claim cannot stop that (an nftables
-    drop rule can).  The UDP socket has SO_REUSEADDR so that a new vtepd can
-    claim the port while the old one still holds it (a restart that
-    overlaps); the price is that another SO_REUSEADDR socket on the same
-    port, such as a second vtepd on the same address, is not detected; anything else holding the port
-    (a kernel VXLAN device, a plain UDP socket, one bound to the wildcard
-    address) makes the claim fail with ClaimError."""
+    for with ICMP port unreachable; a claim cannot stop that (an nftables drop
+    rule can).  The UDP socket has SO_REUSEADDR so that a new vtepd can claim
+    the port while the old one still holds it (a restart that overlaps); the
+    price is that another SO_REUSEADDR socket on the same port, such as a
+    second vtepd on the same address, goes unnoticed.  Anything else holding
+    the port (a kernel VXLAN device, a plain UDP socket, one bound to the
+    wildcard address) makes the claim fail with ClaimError.  `netns_name` is
+    for tests and tools."""
 
     def __init__(self, local_addr, udp_port, netns_name=None):
         self.local = str(ipaddress.ip_address(local_addr))

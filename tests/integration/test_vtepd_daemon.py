@@ -1,0 +1,225 @@
+"""vtepd as an operator runs it: start-up errors, drops it must count,
+SIGHUP reload under traffic, and a SIGTERM that leaves nothing behind.
+
+Topology: vtepd in namespace V (underlay ul0 198.18.0.1) with afpacket
+ports h1..h3, veths to host namespaces H1..H3 (192.0.2.1..3); the Linux
+kernel's VXLAN device in namespace K (198.18.0.2) is the remote VTEP, with
+the overlay address 192.0.2.100 on the device itself."""
+import socket
+import struct
+import subprocess
+import time
+
+import pytest
+
+from . import vtepd as v
+
+pytestmark = pytest.mark.root
+
+KERNEL_HOST = "192.0.2.100"
+CONFIG = """
+[vtep]
+underlay = "ul0"
+local = "198.18.0.1"
+
+[[segment]]
+name = "plain"
+vni = 5000
+remote = ["198.18.0.2"]
+{ports}
+[[fdb]]
+segment = "plain"
+mac = "02:00:00:00:aa:01"
+{fdb_target}
+"""
+PORT = """
+[[port]]
+name = "{name}"
+backend = "afpacket"
+segment = "plain"
+"""
+
+
+def config(ports, fdb_target='remote = "198.18.0.2"'):
+    return CONFIG.format(ports="".join(PORT.format(name=p) for p in ports), fdb_target=fdb_target)
+
+
+@pytest.fixture
+def site(namespaces):
+    """The namespaces, veths and kernel VTEP; vtepd is the test's to start."""
+    V, K = namespaces("v"), namespaces("k")
+    v.veth(V, "ul0", K, "ul0")
+    v.address(V, "ul0", "198.18.0.1", 24)
+    v.address(K, "ul0", "198.18.0.2", 24)
+    _, k = K
+    k.link("add", ifname="vx0", kind="vxlan", vxlan_id=5000, vxlan_port=4789, vxlan_local="198.18.0.2",
+           vxlan_group="198.18.0.1", vxlan_link=k.link_lookup(ifname="ul0")[0])
+    v.address(K, "vx0", KERNEL_HOST, 24)
+    v.link_up(K, "vx0")
+    hosts = {}
+    for i in (1, 2, 3):
+        H = namespaces(f"h{i}")
+        v.veth(V, f"h{i}", H, "eth0", mtu=1450)
+        v.address(H, "eth0", f"192.0.2.{i}", 24)
+        hosts[f"h{i}"] = H
+    return {"V": V, "K": K, **hosts}
+
+
+def wait_for(condition, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def reachable(host, target=KERNEL_HOST):
+    """Pings until one passes: the first ones wait for ARP and the next hop."""
+    return wait_for(lambda: v.ping(host, target, count=1, wait=1), timeout=6)
+
+
+def test_missing_interfaces_are_clear_errors_and_leave_nothing(site, tmp_path):
+    V = site["V"]
+    before = v.links(V)
+    for toml, message in (
+        (config(["h1"]).replace('underlay = "ul0"', 'underlay = "nosuch0"'),
+         "vtep.underlay: no interface named 'nosuch0'"),
+        (config(["h1", "nosuch1"]), "port nosuch1: no interface named 'nosuch1'"),
+    ):
+        with pytest.raises(RuntimeError, match="exited with 1") as failed:
+            v.Vtepd(V[0], toml, tmp_path)
+        assert message in str(failed.value)
+        assert v.links(V) == before
+
+
+def test_forwards_then_sigterm_removes_what_it_created(site, tmp_path):
+    V = site["V"]
+    before = v.links(V)
+    toml = config(["h1"]) + '\n[[port]]\nname = "vm9"\nbackend = "tap"\nsegment = "plain"\n'
+    d = v.Vtepd(V[0], toml, tmp_path)
+    try:
+        assert "vm9" in v.links(V)  # vtepd made the TAP
+        assert reachable(site["h1"])
+        c = d.counters()
+        assert c["ports"]["h1"]["rx_packets"] > 0 and c["underlay"]["rx_packets"] > 0
+        assert c["underlay"]["drops"]["bad_checksum"] == 0
+    finally:
+        assert d.stop() == 0
+    assert v.links(V) == before  # the TAP is gone
+    assert not (tmp_path / "vtepd.sock").exists()
+    assert "stopping" in d.log_text()
+
+
+def test_the_kernel_does_not_answer_tunnel_traffic(site, tmp_path):
+    """vtepd consumes VXLAN through AF_PACKET; the kernel in V must not also
+    send ICMP port unreachable back to the peer."""
+    K = site["K"]
+    d = v.Vtepd(site["V"][0], config(["h1"]), tmp_path)
+    try:
+        icmp = socket_in(K[0], socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+        icmp.settimeout(0.2)
+        assert reachable(site["h1"])
+        assert v.ping(site["h1"], KERNEL_HOST, count=5, interval=0.05)
+        unreachable = []
+        try:
+            while True:
+                data, (src, _) = icmp.recvfrom(2048)
+                if src == "198.18.0.1" and data[20] == 3:
+                    unreachable.append(data)
+        except socket.timeout:
+            pass
+        icmp.close()
+        assert unreachable == []
+    finally:
+        d.stop()
+
+
+def socket_in(ns, *args):
+    from pyroute2 import netns
+    return netns.create_socket(ns, *args)
+
+
+def test_too_big_and_tagged_frames_are_dropped_and_counted(site, tmp_path):
+    h1 = site["h1"]
+    d = v.Vtepd(site["V"][0], config(["h1"]), tmp_path)
+    try:
+        assert reachable(h1)
+        # A host with a bigger MTU than the tunnel can carry: 1500-byte IP
+        # packets make 1514-byte frames, 50 bytes of VXLAN over IPv4 too many.
+        h1[1].link("set", index=h1[1].link_lookup(ifname="eth0")[0], mtu=1500)
+        site["V"][1].link("set", index=site["V"][1].link_lookup(ifname="h1")[0], mtu=1500)
+        assert not v.ping(h1, KERNEL_HOST, count=3, wait=1, size=1472)
+        assert v.ping(h1, KERNEL_HOST, count=1, size=1400)  # what fits still goes
+        # A tagged frame on the access port: never forwarded (no VLAN hopping).
+        raw = socket_in(h1[0], socket.AF_PACKET, socket.SOCK_RAW)
+        raw.bind(("eth0", 0))
+        src = bytes.fromhex(v.mac_of(h1, "eth0").replace(":", ""))
+        raw.send(b"\xff" * 6 + src + struct.pack("!HH", 0x8100, 10) + b"\x08\x06" + bytes(46))
+        raw.close()
+        assert wait_for(lambda: d.counters()["ports"]["h1"]["drops"]["vlan_tagged"] == 1)
+        c = d.counters()
+        assert c["ports"]["h1"]["drops"]["mtu"] >= 3
+        assert c["segments"]["plain"]["drops"]["mtu"] >= 3
+    finally:
+        d.stop()
+
+
+def pinger(host, target=KERNEL_HOST, count=400, interval=0.01):
+    """A steady flow: one echo every "interval" seconds, in the background."""
+    return subprocess.Popen(["ping", "-n", "-q", "-c", str(count), "-i", str(interval), "-W", "1", target],
+                            preexec_fn=v.in_netns(host[0]), stdout=subprocess.PIPE, text=True)
+
+
+def loss(proc):
+    out = proc.communicate(timeout=30)[0]
+    sent, received = (int(w.split()[0]) for w in out.split("\n")[-3].split(",")[:2])
+    return sent, sent - received
+
+
+def test_sighup_reload_under_traffic(site, tmp_path):
+    h1, h2, h3 = site["h1"], site["h2"], site["h3"]
+    d = v.Vtepd(site["V"][0], config(["h1", "h2"]), tmp_path)
+    try:
+        assert reachable(h1) and reachable(h2)
+        before = {p["name"] for p in d.ctl("show-ports")}
+        flow = pinger(h1)
+        time.sleep(1)
+        # h3 added, h2 removed, the static entry moved from the remote to h1.
+        d.write_config(config(["h1", "h3"], fdb_target='port = "h1"'))
+        d.proc.send_signal(1)  # SIGHUP
+        assert wait_for(lambda: {p["name"] for p in d.ctl("show-ports")} == {"h1", "h3"})
+        sent, lost = loss(flow)
+        assert (sent, lost) == (400, 0), "the untouched port lost traffic during the reload"
+        assert before == {"h1", "h2"}
+        assert reachable(h3)
+        assert not v.ping(h2, KERNEL_HOST, count=2, wait=1)
+        entry = next(e for e in d.ctl("show-fdb") if e["mac"] == "02:00:00:00:aa:01")
+        assert (entry["kind"], entry["target"], entry["static"]) == ("local", "h1", True)
+        log = d.log_text()
+        assert "reload: port h3 added" in log and "reload: port h2 removed" in log
+    finally:
+        d.stop()
+
+
+def test_invalid_reload_keeps_the_running_config(site, tmp_path):
+    h1 = site["h1"]
+    d = v.Vtepd(site["V"][0], config(["h1"]), tmp_path)
+    try:
+        assert reachable(h1)
+        flow = pinger(h1, count=200)
+        d.write_config(config(["h1"]).replace("vni = 5000", "vni = 99999999"))
+        with pytest.raises(Exception, match="segment\\[0\\].vni"):
+            d.ctl("reload")
+        d.proc.send_signal(1)  # SIGHUP: the same refusal, in the log
+        assert wait_for(lambda: "reload refused" in d.log_text())
+        # A port whose interface does not exist: refused as a whole too.
+        d.write_config(config(["h1", "nosuch1"]))
+        with pytest.raises(Exception, match="nosuch1"):
+            d.ctl("reload")
+        assert loss(flow) == (200, 0)
+        assert [p["name"] for p in d.ctl("show-ports")] == ["h1"]
+        assert d.ctl("show-segments")[0]["vni"] == 5000
+        assert d.proc.poll() is None
+    finally:
+        d.stop()
