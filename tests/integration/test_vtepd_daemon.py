@@ -223,3 +223,33 @@ def test_invalid_reload_keeps_the_running_config(site, tmp_path):
         assert d.proc.poll() is None
     finally:
         d.stop()
+
+
+def test_metrics_on_loopback_when_configured(site, tmp_path):
+    V = site["V"]
+    v.link_up(V, "lo")
+    toml = config(["h1"]).replace('local = "198.18.0.1"', 'local = "198.18.0.1"\nmetrics = "127.0.0.1:9477"')
+    d = v.Vtepd(V[0], toml, tmp_path)
+    try:
+        assert reachable(site["h1"])
+        page = v.run(V, "python3", "-c", "import urllib.request as u; "
+                     "print(u.urlopen('http://127.0.0.1:9477/metrics', timeout=5).read().decode())").stdout
+        rx = d.counters()["ports"]["h1"]["rx_packets"]
+        line = next(ln for ln in page.splitlines() if ln.startswith('vtep_port_receive_packets_total{port="h1"}'))
+        assert 0 < float(line.split()[-1]) <= rx
+        assert 'vtep_drops_total{reason="pvlan_deny"}' in page
+        assert 'vtep_remote_resolved{remote="198.18.0.2"} 1.0' in page
+        # Loopback only: nothing listens on the underlay address.
+        probe = v.run(V, "python3", "-c", "import socket; socket.create_connection(('198.18.0.1', 9477), 1)")
+        assert probe.returncode != 0
+    finally:
+        d.stop()
+
+
+def test_no_metrics_listener_unless_configured(site, tmp_path):
+    d = v.Vtepd(site["V"][0], config(["h1"]), tmp_path)
+    try:
+        listening = v.run(site["V"], "cat", "/proc/net/tcp", "/proc/net/tcp6").stdout
+        assert all(fields[3] != "0A" for fields in (ln.split() for ln in listening.splitlines()[1:]) if len(fields) > 3)
+    finally:
+        d.stop()
