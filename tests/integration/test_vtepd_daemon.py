@@ -253,3 +253,20 @@ def test_no_metrics_listener_unless_configured(site, tmp_path):
         assert all(fields[3] != "0A" for fields in (ln.split() for ln in listening.splitlines()[1:]) if len(fields) > 3)
     finally:
         d.stop()
+
+
+def test_two_workers_share_ports_and_underlay(site, tmp_path):
+    """workers = 2: each link has two handles (a fanout group, TAP queues);
+    traffic flows, and a reload attaches a new port to both workers."""
+    toml = config(["h1"]).replace('local = "198.18.0.1"', 'local = "198.18.0.1"\nworkers = 2')
+    d = v.Vtepd(site["V"][0], toml, tmp_path)
+    try:
+        assert reachable(site["h1"])
+        assert v.ping(site["h1"], KERNEL_HOST, count=20, interval=0.01)
+        d.write_config(config(["h1", "h2"]).replace('local = "198.18.0.1"', 'local = "198.18.0.1"\nworkers = 2'))
+        assert d.ctl("reload")["changes"] == ["port h2 added"]
+        assert reachable(site["h2"])
+        c = d.counters()
+        assert c["ports"]["h2"]["rx_packets"] > 0 and sum(c["ports"]["h1"]["drops"].values()) == 0
+    finally:
+        assert d.stop() == 0
