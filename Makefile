@@ -4,14 +4,14 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := build-essential python3-dev python3-venv tshark tcpdump tcpreplay openvswitch-switch valgrind
+APT_PACKAGES := build-essential python3-dev python3-venv tshark tcpdump tcpreplay openvswitch-switch valgrind iperf3 iputils-ping
 CC ?= cc
 CFLAGS ?= -O3 -std=gnu11 -Wall -Wextra -Werror -fno-strict-aliasing
 CORE_SRC := $(wildcard csrc/*.c)
 CORE_DEP := $(CORE_SRC) $(wildcard csrc/*.h csrc/*.def)
 STAMP := $(VENV)/.vtep-installed
 
-.PHONY: build test test-c fuzz bench demo lint clean system-deps
+.PHONY: build test test-c fuzz bench demo demo-memory lint clean system-deps
 
 build: $(STAMP)
 
@@ -83,8 +83,13 @@ build/micro: perf/micro.c $(CORE_DEP)
 bench: build build/micro
 	$(PY) perf/report.py --c-driver build/micro --json build/bench.json
 
-# Two VTEPs in memory through the C engine; the namespace lab comes with the daemon.
+# The namespace lab: two vtepd, hosts in every PVLAN role and a kernel VXLAN
+# peer; the ping matrix, iperf3 through the overlay, then everything removed.
 demo: build
+	$(SUDO) $(PY) -m dataplane.lab demo
+
+# The same PVLAN story without root: two engines in memory, a pcap for tshark.
+demo-memory: build
 	$(PY) -m dataplane.demo
 
 lint: build

@@ -18,7 +18,7 @@ import sys
 from dataclasses import dataclass
 from typing import Callable
 
-from . import __version__, config, control, frames, packet, pcap
+from . import __version__, config, control, frames, lab, packet, pcap
 
 DEFAULT_SOCKET = "/run/vtepd/vtepd.sock"
 _MAC = re.compile(r"[0-9a-f]{2}([:-])[0-9a-f]{2}(\1[0-9a-f]{2}){4}", re.IGNORECASE)
@@ -502,8 +502,10 @@ COMMANDS = (
     Command(("pcap", "decap"), "unwrap the VXLAN and NVGRE packets of a capture", _pcap_decap, _decap_args),
     Command(("version",), "print the version", _version),
     Command(("list-commands",), "list the commands", _list_commands),
+    *(Command(*row) for row in lab.LAB_COMMANDS),
 )
 _GROUP_HELP = {
+    "lab": "a namespace lab with two vtepd and a kernel VXLAN peer (root)",
     "show": "show vtepd's state",
     "fdb": "change vtepd's MAC tables",
     "counters": "vtepd's counters",
@@ -543,7 +545,7 @@ def main(argv=None):
         return args.run(args)
     except SystemExit as e:  # argparse: --help (0) or a bad argument (2)
         return 0 if e.code is None else e.code
-    except (pcap.PcapError, control.ControlError) as e:
+    except (pcap.PcapError, control.ControlError, lab.LabError) as e:
         print(f"vtepctl: error: {e}", file=sys.stderr)
         return 1
     except OSError as e:

@@ -53,6 +53,16 @@ Topology (every name starts with vtlab-, so down() always finds it):
     h1k   vtep1  plain    promiscuous       192.0.2.131/25
     hk    kvtep  plain    (kernel bridge)   192.0.2.132/25
 
+Checksum offload: a veth hands a TCP or UDP frame over with its checksum
+unfinished (CHECKSUM_PARTIAL), and its TSO sends 64 KiB frames; an AF_PACKET
+reader sees those as TP_STATUS_CSUMNOTREADY and oversize, and a VTEP that
+forwards them as they are delivers segments with a wrong checksum (pings work,
+TCP does not).  So the lab turns TX checksum offload off (`ethtool -K eth0 tx
+off`, through pyroute2's ethtool) on every host and on the kernel VTEP's ul0:
+the kernel then finishes checksums and segments in software, as a host behind
+a physical access port would.  up(host_offloads=True) leaves them on, to
+reproduce the veth case.
+
 Segment tenant: VXLAN VNI 5000, isolated 5001, communities web 5002 and db 5003,
 each vtepd's remote is the other one.  Segment plain (vtep1 only): VNI 100,
 remote 198.18.0.3, the kernel VTEP.  Hosts have MTU 1450 so that VXLAN over
@@ -82,6 +92,7 @@ import tomllib
 from dataclasses import asdict, dataclass, field
 
 from pyroute2 import NetNS, netns
+from pyroute2.ethtool import Ethtool
 
 from . import config
 
@@ -263,9 +274,9 @@ def _veth(ns, ifname, peer_ns, peer_ifname, mtu):
             peer={"ifname": peer_ifname, "net_ns_fd": peer_ns, "mtu": mtu})
 
 
-def _build(handles):
+def _build(handles, host_offloads=False):
     """Create the whole topology; "handles" collects the open NetNS objects (the
-    caller closes them, also on failure)."""
+    caller closes them, also on failure).  See up() for "host_offloads"."""
     for name in NAMESPACES:
         handles[name] = NetNS(name, flags=os.O_CREAT | os.O_EXCL)
         _up(handles[name], "lo")
@@ -291,6 +302,32 @@ def _build(handles):
         _up(host_ns, "eth0")
 
     _build_kernel_vtep(handles[PREFIX + "kvtep"])
+    if not host_offloads:
+        for host in HOSTS.values():
+            _no_tx_checksum(host.namespace, "eth0")
+        _no_tx_checksum(PREFIX + "kvtep", "ul0")
+
+
+# Without them the kernel also drops TSO and sends MTU-sized frames (software GSO).
+_TX_CHECKSUM = ("tx-checksum-ip-generic", "tx-checksum-ipv4", "tx-checksum-ipv6", "tx-checksum-sctp")
+
+
+def _no_tx_checksum(namespace, ifname):
+    """`ethtool -K IFNAME tx off` in "namespace" (ethtool's ioctl runs where the calling
+    thread's network namespace is, hence the push and pop)."""
+    netns.pushns(namespace)
+    try:
+        tool = Ethtool()
+        try:
+            features = tool.get_features(ifname)
+            for name in _TX_CHECKSUM:
+                if name in features.features:
+                    features.features[name].enable = False
+            tool.set_features(ifname, features)
+        finally:
+            tool.close()
+    finally:
+        netns.popns()
 
 
 def _build_kernel_vtep(k):
@@ -409,11 +446,12 @@ def attach():
 
 # -- up and down --------------------------------------------------------------------------------
 
-def up(vtepd=VTEPD, *, start_vtepd=True, timeout=READY_TIMEOUT):
+def up(vtepd=VTEPD, *, start_vtepd=True, timeout=READY_TIMEOUT, host_offloads=False):
     """Build the lab and start its vtepds ("vtepd": the command, as a list or a shell-quoted
     string, that "-c FILE" is appended to).  With "start_vtepd" False only the topology,
-    the configs and the state file are made (tests).  Returns a Lab; raises LabError
-    after tearing everything down again."""
+    the configs and the state file are made (tests).  "host_offloads" True leaves the
+    hosts' TX checksum offload (and so TSO) on, as veths have it by default (see the
+    module doc).  Returns a Lab; raises LabError after tearing everything down again."""
     _require_root()
     existing = lab_namespaces()
     if existing:
@@ -428,7 +466,7 @@ def up(vtepd=VTEPD, *, start_vtepd=True, timeout=READY_TIMEOUT):
         _save_state(lab)
         handles = {}
         try:
-            _build(handles)
+            _build(handles, host_offloads)
         except Exception as e:
             raise LabError(f"building the topology failed: {type(e).__name__}: {e}") from e
         finally:
