@@ -9,6 +9,8 @@ their length fields stay true; ARP and other EtherTypes are padded with
 zeros, as Ethernet pads."""
 import struct
 
+from .packet import checksum
+
 ETHERTYPES = {"ipv4": 0x0800, "arp": 0x0806, "ipv6": 0x86DD}
 VLAN_TPID = 0x8100
 DEFAULT_SIZE = 64  # bytes without FCS
@@ -85,15 +87,15 @@ def _arp_request(sender_mac):
 def _udp(payload, pseudo_header):
     length = 8 + len(payload)
     udp = struct.pack("!HHHH", UDP_SPORT, UDP_DPORT, length, 0) + payload
-    checksum = _checksum(pseudo_header + udp) or 0xFFFF  # 0 is sent as all ones (RFC 768)
-    return udp[:6] + struct.pack("!H", checksum) + udp[8:]
+    udp_sum = checksum(pseudo_header + udp) or 0xFFFF  # 0 is sent as all ones (RFC 768)
+    return udp[:6] + struct.pack("!H", udp_sum) + udp[8:]
 
 
 def _ipv4_udp(payload):
     total = 20 + 8 + len(payload)
     # Version 4, IHL 5, DSCP 0, ID 0, DF (as a VTEP host would send), TTL, UDP.
     header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, total, 0, 0x4000, TTL, 17, 0, IPV4_SRC, IPV4_DST)
-    header = header[:10] + struct.pack("!H", _checksum(header)) + header[12:]
+    header = header[:10] + struct.pack("!H", checksum(header)) + header[12:]
     pseudo = IPV4_SRC + IPV4_DST + struct.pack("!BBH", 0, 17, 8 + len(payload))
     return header + _udp(payload, pseudo)
 
@@ -103,13 +105,3 @@ def _ipv6_udp(payload):
     header = struct.pack("!IHBB16s16s", 6 << 28, length, 17, TTL, IPV6_SRC, IPV6_DST)
     pseudo = IPV6_SRC + IPV6_DST + struct.pack("!I3xB", length, 17)
     return header + _udp(payload, pseudo)
-
-
-def _checksum(data):
-    """RFC 1071 Internet checksum."""
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF

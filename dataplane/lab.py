@@ -95,6 +95,7 @@ from pyroute2 import NetNS, netns
 from pyroute2.ethtool import Ethtool
 
 from . import config
+from .packet import checksum
 
 PREFIX = "vtlab-"
 STATE_DIR = "/run/vtep-lab"
@@ -304,15 +305,15 @@ def _build(handles, host_offloads=False):
     _build_kernel_vtep(handles[PREFIX + "kvtep"])
     if not host_offloads:
         for host in HOSTS.values():
-            _no_tx_checksum(host.namespace, "eth0")
-        _no_tx_checksum(PREFIX + "kvtep", "ul0")
+            _no_txchecksum(host.namespace, "eth0")
+        _no_txchecksum(PREFIX + "kvtep", "ul0")
 
 
 # Without them the kernel also drops TSO and sends MTU-sized frames (software GSO).
 _TX_CHECKSUM = ("tx-checksum-ip-generic", "tx-checksum-ipv4", "tx-checksum-ipv6", "tx-checksum-sctp")
 
 
-def _no_tx_checksum(namespace, ifname):
+def _no_txchecksum(namespace, ifname):
     """`ethtool -K IFNAME tx off` in "namespace" (ethtool's ioctl runs where the calling
     thread's network namespace is, hence the push and pop)."""
     netns.pushns(namespace)
@@ -587,19 +588,10 @@ def down():
 
 # -- ping ---------------------------------------------------------------------------------------
 
-def _checksum(data):
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
 def _echo_request(ident, seq):
     payload = struct.pack("!d", time.time()) + bytes(range(48))  # 56 bytes, like ping
     header = struct.pack("!BBHHH", 8, 0, 0, ident, seq)
-    return struct.pack("!BBHHH", 8, 0, _checksum(header + payload), ident, seq) + payload
+    return struct.pack("!BBHHH", 8, 0, checksum(header + payload), ident, seq) + payload
 
 
 def ping_many(probes, count=2, wait=1.0, interval=1.0):

@@ -65,18 +65,9 @@ def site(namespaces):
     return {"V": V, "K": K, **hosts}
 
 
-def wait_for(condition, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.1)
-    return False
-
-
 def reachable(host, target=KERNEL_HOST):
     """Pings until one passes: the first ones wait for ARP and the next hop."""
-    return wait_for(lambda: v.ping(host, target, count=1, wait=1), timeout=6)
+    return v.wait_for(lambda: v.ping(host, target, count=1, wait=1), timeout=6)
 
 
 def test_missing_interfaces_are_clear_errors_and_leave_nothing(site, tmp_path):
@@ -157,7 +148,7 @@ def test_too_big_and_tagged_frames_are_dropped_and_counted(site, tmp_path):
         src = bytes.fromhex(v.mac_of(h1, "eth0").replace(":", ""))
         raw.send(b"\xff" * 6 + src + struct.pack("!HH", 0x8100, 10) + b"\x08\x06" + bytes(46))
         raw.close()
-        assert wait_for(lambda: d.counters()["ports"]["h1"]["drops"]["vlan_tagged"] == 1)
+        assert v.wait_for(lambda: d.counters()["ports"]["h1"]["drops"]["vlan_tagged"] == 1)
         c = d.counters()
         assert c["ports"]["h1"]["drops"]["mtu"] >= 3
         assert c["segments"]["plain"]["drops"]["mtu"] >= 3
@@ -188,7 +179,7 @@ def test_sighup_reload_under_traffic(site, tmp_path):
         # h3 added, h2 removed, the static entry moved from the remote to h1.
         d.write_config(config(["h1", "h3"], fdb_target='port = "h1"'))
         d.proc.send_signal(1)  # SIGHUP
-        assert wait_for(lambda: {p["name"] for p in d.ctl("show-ports")} == {"h1", "h3"})
+        assert v.wait_for(lambda: {p["name"] for p in d.ctl("show-ports")} == {"h1", "h3"})
         sent, lost = loss(flow)
         assert (sent, lost) == (400, 0), "the untouched port lost traffic during the reload"
         assert before == {"h1", "h2"}
@@ -212,7 +203,7 @@ def test_invalid_reload_keeps_the_running_config(site, tmp_path):
         with pytest.raises(Exception, match="segment\\[0\\].vni"):
             d.ctl("reload")
         d.proc.send_signal(1)  # SIGHUP: the same refusal, in the log
-        assert wait_for(lambda: "reload refused" in d.log_text())
+        assert v.wait_for(lambda: "reload refused" in d.log_text())
         # A port whose interface does not exist: refused as a whole too.
         d.write_config(config(["h1", "nosuch1"]))
         with pytest.raises(Exception, match="nosuch1"):

@@ -83,20 +83,11 @@ def tenant(request, namespaces, tmp_path):
             daemons.append(v.Vtepd(V[0], config(n, learning), tmp_path, name=f"v{n}"))
         # Every next hop resolved before traffic starts.
         for d in daemons:
-            assert wait_for(lambda: all(r["next_hop"] for r in d.ctl("show-remotes")))
+            assert v.wait_for(lambda: all(r["next_hop"] for r in d.ctl("show-remotes")))
         yield {"hosts": hosts, "vteps": vteps, "daemons": daemons, "learning": learning}
     finally:
         for d in daemons:
             assert d.stop() == 0
-
-
-def wait_for(condition, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def ping_all(hosts, pairs):

@@ -84,6 +84,16 @@ class Vtepd:
         self.proc.wait()
 
 
+def wait_for(condition, timeout=5.0):
+    """Whether "condition()" came true within "timeout" seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return False
+
+
 def veth(ns_a, name_a, ns_b, name_b, mtu=1500):
     """A veth pair between two (name, NetNS) namespaces, both ends up."""
     (_, a), (b_name, b) = ns_a, ns_b
