@@ -292,7 +292,7 @@ def _show_segments(result, args):
 def _show_ports(result, args):
     return _columns(result, {
         "NAME": "name", "BACKEND": "backend", "SEGMENT": "segment", "ROLE": "role", "COMMUNITY": "community",
-        "STATE": lambda p: "up" if p["up"] else "down", "RX-PACKETS": "rx_packets",
+        "STATE": lambda p: "?" if p["up"] is None else "up" if p["up"] else "down", "RX-PACKETS": "rx_packets",
         "TX-PACKETS": "tx_packets", "DROPS": "drops"})
 
 

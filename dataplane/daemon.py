@@ -190,10 +190,13 @@ class Daemon:
             try:
                 self.port_up[p.name] = (await netlink.link(self.ipr, p.name)).up
             except netlink.NetlinkError:
-                self.port_up[p.name] = False
+                # A TAP may live in another namespace (a VM's or a lab
+                # host's) while we hold its queues: its state is not ours to see.
+                self.port_up[p.name] = None if p.backend == "tap" else False
 
     def link_up(self, name):
-        return self.port_up.get(name, False)
+        """True, False, or None when the link is out of our sight."""
+        return self.port_up.get(name)
 
     def add_remote(self, address):
         """A remote VTEP for a control-plane FDB entry; resolved at the next refresh."""

@@ -1,0 +1,283 @@
+"""vtepd against the Linux kernel's VXLAN device, end to end (STYLE.md 16).
+
+A real vtepd in namespace V and a kernel VTEP in namespace K share a veth
+underlay (IPv4 or IPv6).  Host H1 sits behind vtepd, host H2 behind the
+kernel (vx0 and a veth to H2 in bridge br0).  Real traffic runs between the
+hosts, both ways: ping (IPv4 and IPv6 overlay; ND and ARP cross the tunnel
+as BUM) and iperf3 TCP, and vtepd's counters must account for it.
+
+    H1 eth0 ── [access port] vtepd (V) ul0 ══ underlay ══ k0 (K) vx0 ─ br0 ─ kh ── eth0 H2
+
+The IPv4 underlay uses a TAP port (vtepd creates t0; the test moves it into
+H1, so TAP I/O runs end to end), the IPv6 underlay an AF_PACKET port on a
+veth whose other end is H1's eth0."""
+import json
+import socket
+import subprocess
+import time
+
+import pytest
+from pyroute2 import netns
+from pyroute2.ethtool import Ethtool
+
+from .vtepd import Vtepd, address, in_netns, link_up, ping, veth
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+
+VNI = 5000
+UNDERLAY = {4: ("198.18.0.1", "198.18.0.2", 24), 6: ("2001:db8:f::1", "2001:db8:f::2", 64)}  # V, K, prefix
+HOST_MTU = {4: 1450, 6: 1430}
+H1 = ("192.0.2.1", "2001:db8:5000::1")    # behind vtepd
+H2 = ("192.0.2.2", "2001:db8:5000::2")    # behind the kernel
+MIN_MBITS = 50
+# Drops that this clean topology must never see: malformed or misdirected
+# tunnel packets (the kernel's are all well-formed), checksum failures (a
+# zero IPv4 UDP checksum and the kernel's IPv6 ones must both pass), and
+# frames too big (the hosts' MTU fits).  Not here: ring_full (bulk TCP may
+# overrun a ring; TCP recovers) and no_neighbour (only before resolution).
+NEVER = ("runt", "bad_header", "ip_options", "fragment", "bad_checksum", "bad_flags", "not_local",
+         "unknown_vni", "unknown_remote", "vlan_tagged", "bad_src_mac", "mtu")
+
+
+def config(family, backend):
+    local, remote, _ = UNDERLAY[family]
+    return f"""
+[vtep]
+underlay = "ul0"
+local = "{local}"
+[[segment]]
+name = "plain"
+encapsulation = "vxlan"
+vni = {VNI}
+remote = ["{remote}"]
+[[port]]
+name = "{"t0" if backend == "tap" else "h1"}"
+backend = "{backend}"
+segment = "plain"
+role = "promiscuous"
+"""
+
+
+def checksums_in_software(ns, ifname, software=True):
+    """Transmit checksum offload (and with it TSO) off on veth "ifname" (on
+    again with "software" false).  Left on, a veth hands frames on with the
+    TCP/UDP checksum unfinished (the kernel's CHECKSUM_PARTIAL; AF_PACKET
+    says TP_STATUS_CSUMNOTREADY) and, from a host, TSO frames beyond the MTU;
+    a physical NIC would finish both.  vtepd forwards such frames as they are
+    (README "Known limits"; test_offloaded_checksums_are_not_finished), so,
+    as the lab does and as OVS's userspace datapath asks for its veths, the
+    links vtepd reads are set up like NICs: the AF_PACKET host's eth0, and
+    the kernel VTEP's k0, which otherwise passes the inner checksums of its
+    hosts' TCP on unfinished inside the VXLAN packets."""
+    netns.pushns(ns[0])
+    try:
+        ethtool = Ethtool()
+    finally:
+        netns.popns()
+    try:
+        features = ethtool.get_features(ifname)
+        features.features["tx-checksum-ip-generic"].enable = not software   # veth: NETIF_F_HW_CSUM
+        ethtool.set_features(ifname, features)
+        assert ethtool.get_features(ifname).features["tx-checksum-ip-generic"].enable is not software
+    finally:
+        ethtool.close()
+
+
+def kernel_vtep(k, family):
+    """K: k0 (already addressed and up), vx0 (VNI 5000, port 4789, V as its
+    one remote) and kh in bridge br0."""
+    _, kns = k
+    v_ip, k_ip, _ = UNDERLAY[family]
+    k0 = kns.link_lookup(ifname="k0")[0]
+    ends = {"vxlan_local": k_ip, "vxlan_group": v_ip} if family == 4 else \
+        {"vxlan_local6": k_ip, "vxlan_group6": v_ip}
+    kns.link("add", ifname="vx0", kind="vxlan", vxlan_id=VNI, vxlan_port=4789, vxlan_link=k0,
+             mtu=HOST_MTU[family], **ends)
+    kns.link("add", ifname="br0", kind="bridge", br_stp_state=0)
+    link_up(k, "br0")
+    br0 = kns.link_lookup(ifname="br0")[0]
+    link_up(k, "vx0", master=br0)
+    link_up(k, "kh", master=br0)
+
+
+@pytest.fixture(params=[(4, "tap"), (6, "afpacket")], ids=["ipv4-underlay-tap", "ipv6-underlay-afpacket"])
+def pair(request, namespaces, tmp_path):
+    family, backend = request.param
+    v_ip, k_ip, prefix = UNDERLAY[family]
+    mtu = HOST_MTU[family]
+    v, k, h1, h2 = namespaces("v"), namespaces("k"), namespaces("h1"), namespaces("h2")
+    for ns in (v, k, h1, h2):
+        link_up(ns, "lo")
+    veth(v, "ul0", k, "k0")
+    address(v, "ul0", v_ip, prefix)
+    address(k, "k0", k_ip, prefix)
+    veth(k, "kh", h2, "eth0", mtu=mtu)
+    kernel_vtep(k, family)
+    checksums_in_software(k, "k0")
+    if backend == "afpacket":
+        veth(v, "h1", h1, "eth0", mtu=mtu)
+        checksums_in_software(h1, "eth0")
+    vtepd = Vtepd(v[0], config(family, backend), tmp_path)
+    try:
+        if backend == "tap":
+            # vtepd made t0 in V; the host takes it, vtepd keeps its fd.
+            _, vns = v
+            vns.link("set", index=vns.link_lookup(ifname="t0")[0], net_ns_fd=h1[0])
+            link_up(h1, "t0", mtu=mtu)
+        for host, ifname, addrs in ((h1, "t0" if backend == "tap" else "eth0", H1), (h2, "eth0", H2)):
+            address(host, ifname, addrs[0], 24)
+            address(host, ifname, addrs[1], 64)
+        wait_for_next_hop(vtepd, k_ip)
+        yield {"family": family, "backend": backend, "vtepd": vtepd, "h1": h1, "h2": h2, "k": k}
+    finally:
+        try:
+            vtepd.stop()
+        except subprocess.TimeoutExpired:
+            vtepd.kill()
+
+
+def wait_for_next_hop(vtepd, remote, timeout=5):
+    """Until vtepd has resolved the kernel VTEP's MAC (it asks the kernel to)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        [entry] = [r for r in vtepd.ctl("show-remotes") if r["address"] == remote]
+        if entry["next_hop"]:
+            return entry
+        assert time.monotonic() < deadline, f"remote {remote} not resolved: {entry['reason']}"
+        time.sleep(0.05)
+
+
+def ping_retry(src, target, tries=5):
+    """The first exchange also resolves the overlay neighbour: give it a few tries."""
+    return any(ping(src, target, count=1, wait=1) for _ in range(tries))
+
+
+def iperf3(client_ns, server_ns, server_ip, seconds=2, port=5201):
+    """TCP goodput in bit/s from "client_ns" to a server at "server_ip" in "server_ns"."""
+    server = subprocess.Popen(["iperf3", "-s", "-1", "-B", server_ip, "-p", str(port)],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              preexec_fn=in_netns(server_ns[0]))
+    try:
+        error = "no attempt"
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            assert server.poll() is None, f"iperf3 server exited: {server.stderr.read().decode()}"
+            client = subprocess.run(["iperf3", "-c", server_ip, "-p", str(port), "-t", str(seconds), "-J",
+                                     "--connect-timeout", "2000"], capture_output=True, text=True,
+                                    timeout=seconds + 15, preexec_fn=in_netns(client_ns[0]))
+            try:
+                result = json.loads(client.stdout)
+            except ValueError:
+                result = {"error": client.stderr.strip() or f"exit {client.returncode}"}
+            error = result.get("error")
+            if not error:
+                return result["end"]["sum_received"]["bits_per_second"]
+            if "refused" not in error:  # only a server not listening yet is worth another try
+                break
+            time.sleep(0.1)
+        pytest.fail(f"iperf3 to {server_ip}: {error}")
+    finally:
+        if server.poll() is None:
+            server.kill()
+        server.wait()
+        server.stderr.close()
+
+
+def drops(counters):
+    """{(where, reason): n} of every nonzero drop counter in show-counters."""
+    blocks = [("underlay", counters["underlay"])]
+    for kind in ("ports", "segments"):
+        blocks += [(f"{kind[:-1]} {name}", c) for name, c in counters[kind].items()]
+    return {(where, reason): n for where, block in blocks for reason, n in block["drops"].items() if n}
+
+
+def assert_clean(counters):
+    bad = {key: n for key, n in drops(counters).items() if key[1] in NEVER}
+    assert not bad, f"unexpected drops: {bad}"
+
+
+def test_ping_both_ways(pair):
+    vtepd, h1, h2 = pair["vtepd"], pair["h1"], pair["h2"]
+    assert ping_retry(h1, H2[0]), vtepd.log_text()[-3000:]
+    assert ping(h2, H1[0], count=3)
+    # IPv6 overlay: neighbour discovery is multicast, so BUM works both ways too.
+    assert ping_retry(h2, H1[1])
+    assert ping(h1, H2[1], count=3)
+    # Big frames that still fit the host MTU (it is exactly what the underlay
+    # takes after the VXLAN overhead) pass unfragmented, both ways.
+    payload = HOST_MTU[pair["family"]] - 28
+    assert ping(h1, H2[0], count=2, size=payload)
+    assert ping(h2, H1[0], count=2, size=payload)
+
+    counters = vtepd.counters()
+    underlay = counters["underlay"]
+    print(f"\nunderlay: rx {underlay['rx_packets']} tx {underlay['tx_packets']}; drops {drops(counters)}")
+    port = counters["ports"]["t0" if pair["backend"] == "tap" else "h1"]
+    assert port["rx_packets"] >= 10 and port["tx_packets"] >= 10, port
+    # At least 10 echoes (requests or replies) crossed the underlay each way.
+    assert underlay["rx_packets"] >= 10 and underlay["tx_packets"] >= 10
+    assert_clean(counters)
+    # vtepd learned H2's MAC behind the kernel VTEP.
+    remote = [e for e in vtepd.ctl("show-fdb") if e["kind"] == "remote"]
+    assert any(e["target"] == UNDERLAY[pair["family"]][1] for e in remote), remote
+
+
+@pytest.mark.parametrize("direction", ["to-kernel", "from-kernel"])
+def test_iperf3_tcp(pair, direction):
+    vtepd, h1, h2 = pair["vtepd"], pair["h1"], pair["h2"]
+    assert ping_retry(h1, H2[0])
+    before = vtepd.counters()
+    client, server, server_ip = (h1, h2, H2[0]) if direction == "to-kernel" else (h2, h1, H1[0])
+    bps = iperf3(client, server, server_ip)
+    after = vtepd.counters()
+    print(f"\nvtepd <-> kernel VXLAN, IPv{pair['family']} underlay, {pair['backend']} port, {direction}: "
+          f"{bps / 1e6:.0f} Mbit/s")
+    assert bps > MIN_MBITS * 1e6, f"{bps / 1e6:.1f} Mbit/s"
+    rx = after["underlay"]["rx_packets"] - before["underlay"]["rx_packets"]
+    tx = after["underlay"]["tx_packets"] - before["underlay"]["tx_packets"]
+    # Data one way, ACKs the other: thousands of packets each way in 2 s.
+    assert rx > 1000 and tx > 1000, (rx, tx)
+    # The data direction carries at least as many bytes as 2 s at the floor.
+    data = "tx_bytes" if direction == "to-kernel" else "rx_bytes"
+    data_bytes = after["underlay"][data] - before["underlay"][data]
+    assert data_bytes > MIN_MBITS * 1e6 / 8 * 2
+    print(f"drops: {drops(after)}")
+    assert_clean(after)
+
+
+@pytest.mark.xfail(strict=True, raises=TimeoutError, reason="vtepd does not finish checksums left to "
+                   "offload (TP_STATUS_CSUMNOTREADY): README 'Known limits'")
+def test_offloaded_checksums_are_not_finished(pair):
+    """Offloads as veths come: TCP segments cross them with the checksum
+    unfinished, from H1's eth0 (AF_PACKET port) and, inside the VXLAN
+    packets, from the kernel VTEP's k0; vtepd forwards both as they are and
+    the receiving host drops them.  So TCP never connects, not even with the
+    TAP port (the SYN-ACK from H2 is the broken one there).  ICMP is always
+    checksummed in software: ping works.  When vtepd learns to finish these
+    checksums (PACKET_VNET_HDR), this test passes and the strict xfail says
+    so: drop it and checksums_in_software()."""
+    h1, h2 = pair["h1"], pair["h2"]
+    assert ping_retry(h1, H2[0])
+    checksums_in_software(pair["k"], "k0", software=False)
+    if pair["backend"] == "afpacket":
+        checksums_in_software(h1, "eth0", software=False)
+    server = netns.create_socket(h2[0], socket.AF_INET, socket.SOCK_STREAM)
+    client = netns.create_socket(h1[0], socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        server.bind((H2[0], 7000))
+        server.listen()
+        client.settimeout(2)
+        client.connect((H2[0], 7000))   # SYN-ACK from H2: unfinished checksum
+        client.sendall(b"x" * 20000)    # from H1: unfinished with an AF_PACKET port
+        server.settimeout(2)
+        conn, _ = server.accept()
+        with conn:
+            conn.settimeout(2)
+            received = b""
+            while len(received) < 20000:
+                chunk = conn.recv(65536)
+                assert chunk
+                received += chunk
+    finally:
+        client.close()
+        server.close()
