@@ -20,7 +20,7 @@ import pytest
 from pyroute2 import netns
 from pyroute2.ethtool import Ethtool
 
-from .vtepd import Vtepd, address, in_netns, link_up, ping, veth
+from .vtepd import Vtepd, address, in_netns, link_up, one_segment_config, ping, veth
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -41,21 +41,7 @@ NEVER = ("runt", "bad_header", "ip_options", "fragment", "bad_checksum", "bad_fl
 
 def config(family, backend):
     local, remote, _ = UNDERLAY[family]
-    return f"""
-[vtep]
-underlay = "ul0"
-local = "{local}"
-[[segment]]
-name = "plain"
-encapsulation = "vxlan"
-vni = {VNI}
-remote = ["{remote}"]
-[[port]]
-name = "{"t0" if backend == "tap" else "h1"}"
-backend = "{backend}"
-segment = "plain"
-role = "promiscuous"
-"""
+    return one_segment_config(local, remote, "t0" if backend == "tap" else "h1", backend=backend, vni=VNI)
 
 
 def checksums_in_software(ns, ifname, software=True):

@@ -23,7 +23,7 @@ import pytest
 from pyroute2 import netns
 
 from .ovs import Ovs
-from .vtepd import Vtepd, address, in_netns, link_up, mac_of, ping, veth
+from .vtepd import Vtepd, address, in_netns, link_up, mac_of, one_segment_config, ping, veth
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -35,21 +35,7 @@ FLOWS = range(40000, 40016)   # UDP source ports of the FlowID test's flows
 
 
 def config(local, remote, port):
-    return f"""
-[vtep]
-underlay = "ul0"
-local = "{local}"
-[[segment]]
-name = "plain"
-encapsulation = "nvgre"
-vni = {VSID}
-remote = ["{remote}"]
-[[port]]
-name = "{port}"
-backend = "afpacket"
-segment = "plain"
-role = "promiscuous"
-"""
+    return one_segment_config(local, remote, port, encapsulation="nvgre", vni=VSID)
 
 
 def wait_for_next_hop(vtepd, remote, timeout=5):

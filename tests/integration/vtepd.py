@@ -84,6 +84,25 @@ class Vtepd:
         self.proc.wait()
 
 
+def one_segment_config(local, remote, port, *, backend="afpacket", encapsulation="vxlan", vni=5000):
+    """vtepd with one plain segment "plain" to one remote and one promiscuous port."""
+    return f"""
+[vtep]
+underlay = "ul0"
+local = "{local}"
+[[segment]]
+name = "plain"
+encapsulation = "{encapsulation}"
+vni = {vni}
+remote = ["{remote}"]
+[[port]]
+name = "{port}"
+backend = "{backend}"
+segment = "plain"
+role = "promiscuous"
+"""
+
+
 def wait_for(condition, timeout=5.0):
     """Whether "condition()" came true within "timeout" seconds."""
     deadline = time.monotonic() + timeout
