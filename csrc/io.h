@@ -27,7 +27,8 @@ struct vtep_io {
     size_t map_len;
     uint8_t *rx_ring, *tx_ring;
     uint32_t tx_head;
-    uint32_t tx_queued;       /* slots filled since the last flush */
+    uint32_t tx_queued;       /* slots filled and not yet handed to the kernel */
+    uint8_t flush_due;        /* on its loop's list of handles to flush */
     /* TAP: one buffer per frame of a burst. */
     uint8_t *bufs;
 };

@@ -178,8 +178,9 @@ static void count_lost(vtep_loop_t *l, vtep_counters_t *in, const vtep_out_t *o,
 
 static void mark_dirty(vtep_loop_t *l, vtep_io_t *io)
 {
-    if (io->kind != VTEP_IO_AFPACKET || io->tx_queued != 1)
-        return;  /* TAP writes at once; a ring already queued is on the list */
+    if (io->kind != VTEP_IO_AFPACKET || io->flush_due)
+        return;  /* TAP writes at once; a ring already on the list stays once */
+    io->flush_due = 1;
     l->dirty[l->n_dirty++] = io;
 }
 
@@ -216,8 +217,12 @@ static uint32_t run_burst(vtep_loop_t *l, vtep_io_t *io, uint32_t port, uint32_t
     }
     /* Outputs were copied out: the frames can go back to the kernel. */
     vtep_io_rx_done(io);
-    for (uint32_t i = 0; i < l->n_dirty; i++)
+    /* A flush the kernel refused (link down) leaves its slots queued: the
+     * next frame for that handle puts it on the list again. */
+    for (uint32_t i = 0; i < l->n_dirty; i++) {
+        l->dirty[i]->flush_due = 0;
         vtep_io_flush(l->dirty[i]);
+    }
     l->n_dirty = 0;
     return n + oversize;
 }

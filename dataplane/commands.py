@@ -11,7 +11,7 @@ from .control import RequestError
 from .packet import DROP_REASONS
 
 
-def _counters(raw, baseline=None):
+def counters_view(raw, baseline=None):
     """Engine counters as the protocol spells them, minus "baseline"."""
     base = baseline or {"drops": [0] * len(DROP_REASONS)}
     out = {k: raw[k] - base.get(k, 0) for k in ("rx_packets", "rx_bytes", "tx_packets", "tx_bytes", "learn_refused")}
@@ -108,9 +108,9 @@ class Commands:
     def show_counters(self, args):
         _args(args)
         raw = self.d.raw_counters()
-        return {"ports": {n: _counters(c, self.baseline.get(("port", n))) for n, c in raw["ports"].items()},
-                "underlay": _counters(raw["underlay"], self.baseline.get(("underlay", None))),
-                "segments": {n: _counters(c, self.baseline.get(("segment", n)))
+        return {"ports": {n: counters_view(c, self.baseline.get(("port", n))) for n, c in raw["ports"].items()},
+                "underlay": counters_view(raw["underlay"], self.baseline.get(("underlay", None))),
+                "segments": {n: counters_view(c, self.baseline.get(("segment", n)))
                              for n, c in raw["segments"].items()}}
 
     def counters_clear(self, args):
@@ -136,16 +136,13 @@ class Commands:
             e = config.fdb_entry(entry, "fdb", current)
         except config.ConfigError as err:
             raise RequestError(str(err)) from None
-        seg = self._segment(e.segment)
+        new_remote = e.remote is not None and e.remote not in self.tables.remotes
         try:
-            if e.port is not None:
-                self.tables.engine.fdb_add(seg, e.mac, port=self.tables.ports[e.port])
-            else:
-                rid = self.d.add_remote(e.remote)
-                community = self.tables.communities[e.segment].get(e.community)
-                self.tables.engine.fdb_add(seg, e.mac, remote=rid, role=e.role, community=community)
+            self.tables.add_fdb(e)
         except VtepError as err:
             raise RequestError(f"fdb add: {err.strerror}") from None
+        if new_remote:
+            self.d.schedule_refresh()  # resolve its next hop now, not at the next tick
         return None
 
     def fdb_del(self, args):

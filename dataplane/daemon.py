@@ -27,7 +27,7 @@ from pyroute2 import AsyncIPRoute
 
 from . import __version__, config, control, metrics, netlink, tables
 from ._engine import VtepError
-from .commands import Commands, _counters
+from .commands import Commands, counters_view
 from .datapath import Datapath, PortError
 
 log = logging.getLogger("vtepd")
@@ -155,7 +155,10 @@ class Daemon:
 
     def _on_netlink(self, watcher):
         if watcher.drain():
-            asyncio.ensure_future(self.refresh())
+            self.schedule_refresh()
+
+    def schedule_refresh(self):
+        asyncio.ensure_future(self.refresh())
 
     async def refresh(self):
         """Next hops of every remote, the underlay's MAC and MTU, and the
@@ -197,13 +200,6 @@ class Daemon:
     def link_up(self, name):
         """True, False, or None when the link is out of our sight."""
         return self.port_up.get(name)
-
-    def add_remote(self, address):
-        """A remote VTEP for a control-plane FDB entry; resolved at the next refresh."""
-        rid = self.datapath.tables._remote(address)
-        if address not in self.next_hops:
-            asyncio.ensure_future(self.refresh())
-        return rid
 
     async def _housekeeping(self):
         while True:
@@ -253,9 +249,9 @@ class Daemon:
     def snapshot(self):
         raw = self.raw_counters()
         t = self.datapath.tables
-        return {"ports": {n: _counters(c) for n, c in raw["ports"].items()},
-                "underlay": _counters(raw["underlay"]),
-                "segments": {n: _counters(c) for n, c in raw["segments"].items()},
+        return {"ports": {n: counters_view(c) for n, c in raw["ports"].items()},
+                "underlay": counters_view(raw["underlay"]),
+                "segments": {n: counters_view(c) for n, c in raw["segments"].items()},
                 "fdb_entries": {n: t.engine.fdb_count(sid) for n, sid in t.segments.items()},
                 "remotes": {str(a): bool(self.next_hops.get(a) and self.next_hops[a].mac) for a in t.remotes}}
 

@@ -6,7 +6,6 @@ underlay and AF_PACKET ports share their traffic through a PACKET_FANOUT
 group (hashed by flow, so a flow stays in order on one worker), TAP ports
 through their queues (IFF_MULTI_QUEUE)."""
 import fcntl
-import ipaddress
 import logging
 import socket
 import struct
@@ -103,10 +102,6 @@ class Datapath:
         for loop in self.loops:
             loop.close()
         self.loops = []
-
-    def remotes(self):
-        """{address: remote id} of every remote VTEP the tables know."""
-        return {ipaddress.ip_address(a): rid for a, rid in self.tables.remotes.items()}
 
 
 __all__ = ["Datapath", "PortError"]

@@ -94,7 +94,7 @@ class Tables:
                     io.attach(pid, handles.pop(p.name))
                 changes.append(f"port {p.name} added")
             for e in d.added_fdb:
-                self._add_fdb(e)
+                self.add_fdb(e)
                 changes.append(f"fdb {e.segment} {e.mac} {'set' if e in d.changed_fdb else 'added'}")
         self.config = new
         return changes
@@ -126,7 +126,8 @@ class Tables:
             if e["kind"] == "remote" and e["target"] == rid and not e["static"]:
                 self.engine.fdb_del(seg, e["mac"])
 
-    def _add_fdb(self, e):
+    def add_fdb(self, e):
+        """Static entry "e" (a config.FdbEntry) into its segment's FDB."""
         seg = self.segments[e.segment]
         if e.port is not None:
             self.engine.fdb_add(seg, e.mac, port=self.ports[e.port])

@@ -29,7 +29,6 @@ class _Names:
         self.t = tables
         self.port = {pid: name for name, pid in tables.ports.items()}
         self.remote = {rid: str(a) for a, rid in tables.remotes.items()}
-        self.segment = {sid: name for name, sid in tables.segments.items()}
 
     def role(self, segment, cls):
         role, index = role_of_class(cls)

@@ -261,3 +261,24 @@ def test_two_workers_share_ports_and_underlay(site, tmp_path):
         assert c["ports"]["h2"]["rx_packets"] > 0 and sum(c["ports"]["h1"]["drops"].values()) == 0
     finally:
         assert d.stop() == 0
+
+
+def test_fdb_commands_change_the_running_tables(site, tmp_path):
+    d = v.Vtepd(site["V"][0], config(["h1"]), tmp_path)
+    try:
+        d.ctl("fdb-add", {"segment": "plain", "mac": "02:00:00:00:bb:01", "remote": "198.18.0.2",
+                          "role": "promiscuous"})
+        d.ctl("fdb-add", {"segment": "plain", "mac": "02:00:00:00:bb:02", "port": "h1"})
+        fdb = {e["mac"]: e for e in d.ctl("show-fdb", {"segment": "plain"})}
+        assert (fdb["02:00:00:00:bb:01"]["target"], fdb["02:00:00:00:bb:01"]["static"]) == ("198.18.0.2", True)
+        assert fdb["02:00:00:00:bb:02"]["target"] == "h1"
+        # The file's checks apply: a multicast MAC or an unknown port is refused, and nothing changes.
+        for bad, message in (({"mac": "01:00:5e:00:00:01", "port": "h1"}, "unicast"),
+                             ({"mac": "02:00:00:00:bb:03", "port": "nosuch"}, "nosuch")):
+            with pytest.raises(Exception, match=message):
+                d.ctl("fdb-add", {"segment": "plain", **bad})
+        d.ctl("fdb-del", {"segment": "plain", "mac": "02:00:00:00:bb:01"})
+        assert "02:00:00:00:bb:01" not in {e["mac"] for e in d.ctl("show-fdb")}
+        assert len(d.ctl("show-fdb")) == len(fdb) - 1
+    finally:
+        d.stop()
