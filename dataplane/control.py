@@ -288,7 +288,10 @@ def request(path, command, args=None, timeout=5.0):
             sock.settimeout(deadline.left())
             sock.connect(path)
             sock.settimeout(deadline.left())
-            sock.sendall(line)
+            try:
+                sock.sendall(line)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # vtepd may have answered (e.g. "too many connections") and closed first: read that
             chunks = []
             while True:
                 sock.settimeout(deadline.left())

@@ -412,6 +412,31 @@ def test_connections_beyond_the_limit_are_told_so(sock_path, recorder):
 
 # -- the client -----------------------------------------------------------------------------------
 
+def test_client_reads_a_reply_sent_before_its_request(sock_path, monkeypatch):
+    """A refusing vtepd answers and closes without reading: the client's write
+    then fails (EPIPE), but the answer is waiting and must be what it reports."""
+    refused = threading.Event()
+
+    def refuse(server):
+        conn, _ = server.accept()
+        conn.send(b'{"ok":false,"error":"too many control connections (at most 2)"}\n')
+        conn.close()
+        refused.set()
+
+    class LateSocket(socket.socket):
+        def sendall(self, data):
+            assert refused.wait(5)
+            return super().sendall(data)
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+        server.bind(sock_path)
+        server.listen()
+        threading.Thread(target=refuse, args=(server,), daemon=True).start()
+        monkeypatch.setattr(control.socket, "socket", LateSocket)
+        with pytest.raises(ControlError, match="too many control connections"):
+            control.request(sock_path, "version")
+
+
 def test_client_no_socket_names_the_path(sock_path):
     with pytest.raises(FileNotFoundError) as e:
         control.request(sock_path, "version")
