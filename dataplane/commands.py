@@ -124,26 +124,41 @@ class Commands:
         return None
 
     def fdb_add(self, args):
-        segment, mac, port, remote, role, community = _args(
-            args, ("segment", "mac"), ("port", "remote", "role", "community"))
-        entry = {"segment": segment, "mac": mac}
-        entry.update({k: v for k, v in (("port", port), ("remote", remote), ("role", role),
-                                        ("community", community)) if v is not None})
+        """One entry, or a batch {"entries": [...]}: a batch is checked as a
+        whole first, so a bad entry anywhere adds nothing."""
+        if "entries" in args:
+            (batch,) = _args(args, ("entries",))
+            if not isinstance(batch, list):
+                raise RequestError('"entries" must be a list of entries')
+            entries = [self._fdb_entry(e, f"entries[{i}]") for i, e in enumerate(batch)]
+        else:
+            segment, mac, port, remote, role, community = _args(
+                args, ("segment", "mac"), ("port", "remote", "role", "community"))
+            entry = {"segment": segment, "mac": mac}
+            entry.update({k: v for k, v in (("port", port), ("remote", remote), ("role", role),
+                                            ("community", community)) if v is not None})
+            entries = [self._fdb_entry(entry, "fdb")]
+        new_remote = any(e.remote is not None and e.remote not in self.tables.remotes for e in entries)
+        added = 0
+        try:
+            for e in entries:
+                self.tables.add_fdb(e)
+                added += 1
+        except VtepError as err:
+            where = f" (entry {added}; the {added} before it were added)" if len(entries) > 1 else ""
+            raise RequestError(f"fdb add: {err.strerror}{where}") from None
+        finally:
+            if new_remote:
+                self.d.schedule_refresh()  # resolve its next hop now, not at the next tick
+        return {"added": added} if "entries" in args else None
+
+    def _fdb_entry(self, entry, key):
         # The config file's checks, so an entry is valid here exactly when it
         # would be valid in the file.
-        current = self.tables.config
         try:
-            e = config.fdb_entry(entry, "fdb", current)
+            return config.fdb_entry(entry, key, self.tables.config)
         except config.ConfigError as err:
             raise RequestError(str(err)) from None
-        new_remote = e.remote is not None and e.remote not in self.tables.remotes
-        try:
-            self.tables.add_fdb(e)
-        except VtepError as err:
-            raise RequestError(f"fdb add: {err.strerror}") from None
-        if new_remote:
-            self.d.schedule_refresh()  # resolve its next hop now, not at the next tick
-        return None
 
     def fdb_del(self, args):
         segment, mac = _args(args, ("segment", "mac"))

@@ -280,5 +280,12 @@ def test_fdb_commands_change_the_running_tables(site, tmp_path):
         d.ctl("fdb-del", {"segment": "plain", "mac": "02:00:00:00:bb:01"})
         assert "02:00:00:00:bb:01" not in {e["mac"] for e in d.ctl("show-fdb")}
         assert len(d.ctl("show-fdb")) == len(fdb) - 1
+        # A batch is checked as a whole: one bad entry (the last) and none is added.
+        batch = [{"segment": "plain", "mac": f"02:00:00:01:00:{i:02x}", "remote": "198.18.0.2"} for i in range(200)]
+        with pytest.raises(Exception, match=r"entries\[200\]\.port.*nosuch"):
+            d.ctl("fdb-add", {"entries": [*batch, {"segment": "plain", "mac": "02:00:00:02:00:01", "port": "nosuch"}]})
+        assert len(d.ctl("show-fdb")) == len(fdb) - 1
+        assert d.ctl("fdb-add", {"entries": batch}) == {"added": 200}
+        assert len(d.ctl("show-fdb")) == len(fdb) - 1 + 200
     finally:
         d.stop()
