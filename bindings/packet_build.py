@@ -25,7 +25,7 @@ ffibuilder.cdef(_declarations())
 ffibuilder.set_source(
     "dataplane._packet",
     '#include "vtep_packet.h"',
-    sources=[os.path.relpath(os.path.join(CSRC, "tunnel.c"))],
+    sources=[os.path.relpath(os.path.join(CSRC, f)) for f in ("tunnel.c", "offload.c")],
     include_dirs=[CSRC],
     extra_compile_args=["-O3", "-std=gnu11"],
 )

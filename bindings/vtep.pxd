@@ -131,6 +131,7 @@ cdef extern from "vtep.h" nogil:
         uint8_t tunnel_only
         vtep_addr_t local
         uint16_t destination_port
+        uint8_t offload
     vtep_io_t *vtep_io_afpacket_open(const vtep_afpacket_params_t *p, int *err)
     vtep_io_t *vtep_io_tap_open(const char *ifname, int multiqueue, uint32_t frame_size, int *err)
     void vtep_io_close(vtep_io_t *io)

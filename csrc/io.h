@@ -18,8 +18,11 @@ enum { VTEP_IO_AFPACKET, VTEP_IO_TAP };
 struct vtep_io {
     int kind;
     int fd;
-    uint32_t frame_size;
-    uint32_t frames;
+    uint8_t vnet;             /* frames carry a virtio-net header (offload.h) */
+    uint32_t frame_size;      /* TX slot, or TAP buffer */
+    uint32_t frames;          /* TX slots, or TAP buffers */
+    uint32_t rx_frame_size;   /* AF_PACKET RX slot */
+    uint32_t rx_frames;
     uint32_t rx_head;         /* next RX slot to look at */
     uint32_t rx_lent;         /* slots lent by the last vtep_io_rx() */
     /* AF_PACKET: the two rings, one mapping. */

@@ -17,9 +17,13 @@
 #include <sys/socket.h>
 #include <unistd.h>
 #include "io.h"
+#include "offload.h"
 
 /* Where a TX frame's data starts in its slot (after the aligned header). */
 #define TX_DATA_OFFSET TPACKET_ALIGN(sizeof(struct tpacket2_hdr))
+/* RX ring with offloads: 256 slots of 68 KB (17 MB), room for a 64 KB
+ * super-frame, its virtio-net header and the ring's own header. */
+enum { OFFLOAD_RX_FRAME = 65536 + 4096, OFFLOAD_RX_FRAMES = 256 };
 
 /* Classic BPF with symbolic jump targets: NEXT, ACCEPT and DROP are resolved
  * by bpf_finish(), which appends the two returns. */
@@ -103,6 +107,26 @@ static uint32_t round_pow2(uint32_t v)
     return p;
 }
 
+/* A ring of about "frames" slots of at least "frame_size" bytes.  Frames
+ * never span blocks: slots up to a page are a power of two and share
+ * page-sized blocks; a larger slot is a whole number of pages and a block
+ * of its own.  Either way slot i starts at i * frame_size.  The counts are
+ * set to what the ring really has (a power of two). */
+static int ring_req(struct tpacket_req *req, uint32_t *frame_size, uint32_t *frames)
+{
+    uint32_t size = *frame_size > 4096 ? (*frame_size + 4095) & ~4095u : round_pow2(*frame_size);
+    uint32_t block = size > 4096 ? size : 4096;
+    uint32_t n = round_pow2(*frames);
+    *req = (struct tpacket_req){.tp_block_size = block, .tp_block_nr = (uint32_t)((uint64_t)n * size / block),
+                                .tp_frame_size = size};
+    if (req->tp_block_nr == 0)
+        return -EINVAL;
+    req->tp_frame_nr = req->tp_block_nr * (block / size);
+    *frame_size = size;
+    *frames = req->tp_frame_nr;
+    return 0;
+}
+
 static int afpacket_setup(vtep_io_t *io, const vtep_afpacket_params_t *p)
 {
     int rc, ifindex = (int)if_nametoindex(p->ifname);
@@ -113,34 +137,31 @@ static int afpacket_setup(vtep_io_t *io, const vtep_afpacket_params_t *p)
         return -errno;
     if ((rc = setopt_int(io->fd, SOL_PACKET, PACKET_VERSION, TPACKET_V2))
         || (rc = setopt_int(io->fd, SOL_PACKET, PACKET_QDISC_BYPASS, 1))
-        || (rc = setopt_int(io->fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)))
+        || (rc = setopt_int(io->fd, SOL_PACKET, PACKET_IGNORE_OUTGOING, 1))
+        || (p->offload && (rc = setopt_int(io->fd, SOL_PACKET, PACKET_VNET_HDR, 1))))
         return rc;
+    io->vnet = p->offload;
 
-    /* Frames never span blocks: a block is a page or one frame. */
-    io->frame_size = round_pow2(p->frame_size ? p->frame_size : 2048);
-    io->frames = round_pow2(p->frames ? p->frames : 1024);
-    uint32_t block = io->frame_size > 4096 ? io->frame_size : 4096;
-    struct tpacket_req req = {
-        .tp_block_size = block,
-        .tp_block_nr = io->frames * io->frame_size / block,
-        .tp_frame_size = io->frame_size,
-        .tp_frame_nr = io->frames,
-    };
-    if (req.tp_block_nr == 0)
-        return -EINVAL;
-    io->frames = req.tp_block_nr * block / io->frame_size;
-    req.tp_frame_nr = io->frames;
-    if ((rc = setopt(io->fd, SOL_PACKET, PACKET_RX_RING, &req, sizeof req))
-        || (rc = setopt(io->fd, SOL_PACKET, PACKET_TX_RING, &req, sizeof req)))
+    io->frame_size = p->frame_size ? p->frame_size : 2048;
+    io->frames = p->frames ? p->frames : 1024;
+    /* With offloads a received frame may be a 64 KB super-frame. */
+    io->rx_frame_size = p->offload ? OFFLOAD_RX_FRAME : io->frame_size;
+    io->rx_frames = p->offload ? OFFLOAD_RX_FRAMES : io->frames;
+    struct tpacket_req rx, tx;
+    if ((rc = ring_req(&rx, &io->rx_frame_size, &io->rx_frames))
+        || (rc = ring_req(&tx, &io->frame_size, &io->frames))
+        || (rc = setopt(io->fd, SOL_PACKET, PACKET_RX_RING, &rx, sizeof rx))
+        || (rc = setopt(io->fd, SOL_PACKET, PACKET_TX_RING, &tx, sizeof tx)))
         return rc;
-    io->map_len = 2 * (size_t)req.tp_block_nr * block;
+    size_t rx_len = (size_t)rx.tp_block_nr * rx.tp_block_size;
+    io->map_len = rx_len + (size_t)tx.tp_block_nr * tx.tp_block_size;
     io->map = mmap(NULL, io->map_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, io->fd, 0);
     if (io->map == MAP_FAILED) {
         io->map = NULL;
         return -errno;
     }
     io->rx_ring = io->map;
-    io->tx_ring = io->map + io->map_len / 2;
+    io->tx_ring = io->map + rx_len;
 
     if (p->tunnel_only) {
         struct sock_filter prog[48];
@@ -192,16 +213,21 @@ void vtep_io_close(vtep_io_t *io)
     free(io);
 }
 
-VTEP_INLINE struct tpacket2_hdr *slot(uint8_t *ring, const vtep_io_t *io, uint32_t i)
+VTEP_INLINE struct tpacket2_hdr *rx_slot(const vtep_io_t *io, uint32_t i)
 {
-    return (struct tpacket2_hdr *)(ring + (size_t)(i & (io->frames - 1)) * io->frame_size);
+    return (struct tpacket2_hdr *)(io->rx_ring + (size_t)(i & (io->rx_frames - 1)) * io->rx_frame_size);
+}
+
+VTEP_INLINE struct tpacket2_hdr *tx_slot(const vtep_io_t *io, uint32_t i)
+{
+    return (struct tpacket2_hdr *)(io->tx_ring + (size_t)(i & (io->frames - 1)) * io->frame_size);
 }
 
 uint32_t vtep_afpacket_rx(vtep_io_t *io, vtep_pkt_t *pkts, uint32_t max, uint32_t *oversize)
 {
     uint32_t n = 0, lent = 0;
-    while (n < max && lent < io->frames) {
-        struct tpacket2_hdr *h = slot(io->rx_ring, io, io->rx_head + lent);
+    while (n < max && lent < io->rx_frames) {
+        struct tpacket2_hdr *h = rx_slot(io, io->rx_head + lent);
         uint32_t status = __atomic_load_n(&h->tp_status, __ATOMIC_ACQUIRE);
         if (!(status & TP_STATUS_USER))
             break;
@@ -210,10 +236,16 @@ uint32_t vtep_afpacket_rx(vtep_io_t *io, vtep_pkt_t *pkts, uint32_t max, uint32_
             ++*oversize;
             continue;
         }
-        pkts[n].data = (uint8_t *)h + h->tp_mac;
-        pkts[n].len = h->tp_snaplen;
-        pkts[n].flags = (status & (TP_STATUS_CSUMNOTREADY | TP_STATUS_CSUM_VALID) ? VTEP_PKT_CSUM_OK : 0)
-                      | (status & TP_STATUS_VLAN_VALID ? VTEP_PKT_VLAN : 0);
+        uint8_t *data = (uint8_t *)h + h->tp_mac;
+        vtep_pkt_t *p = &pkts[n];
+        *p = (vtep_pkt_t){.data = data, .len = h->tp_snaplen};
+        if (io->vnet && vtep_unlikely(!vtep_vnet_take(p, data - VTEP_VNET_HDR_LEN))) {
+            ++*oversize;  /* a kind of super-frame vtep cannot cut: too big to send as it is */
+            continue;
+        }
+        p->flags = (status & (TP_STATUS_CSUMNOTREADY | TP_STATUS_CSUM_VALID) ? VTEP_PKT_CSUM_OK : 0)
+                 | (status & TP_STATUS_CSUMNOTREADY && !io->vnet ? VTEP_PKT_CSUM_PARTIAL : 0)
+                 | (status & TP_STATUS_VLAN_VALID ? VTEP_PKT_VLAN : 0);
         n++;
     }
     io->rx_lent = lent;
@@ -223,24 +255,35 @@ uint32_t vtep_afpacket_rx(vtep_io_t *io, vtep_pkt_t *pkts, uint32_t max, uint32_
 void vtep_afpacket_rx_done(vtep_io_t *io)
 {
     for (uint32_t i = 0; i < io->rx_lent; i++)
-        __atomic_store_n(&slot(io->rx_ring, io, io->rx_head + i)->tp_status, TP_STATUS_KERNEL,
-                         __ATOMIC_RELEASE);
-    io->rx_head = (io->rx_head + io->rx_lent) & (io->frames - 1);
+        __atomic_store_n(&rx_slot(io, io->rx_head + i)->tp_status, TP_STATUS_KERNEL, __ATOMIC_RELEASE);
+    io->rx_head = (io->rx_head + io->rx_lent) & (io->rx_frames - 1);
     io->rx_lent = 0;
+}
+
+VTEP_INLINE int tx_slot_free(struct tpacket2_hdr *h)
+{
+    uint32_t status = __atomic_load_n(&h->tp_status, __ATOMIC_ACQUIRE);
+    return status == TP_STATUS_AVAILABLE || status == TP_STATUS_WRONG_FORMAT;
 }
 
 int vtep_afpacket_tx(vtep_io_t *io, const uint8_t *hdr, uint32_t hdr_len, const uint8_t *data, uint32_t len)
 {
-    if (vtep_unlikely(hdr_len + len > io->frame_size - TX_DATA_OFFSET))
+    uint32_t vnet = io->vnet ? VTEP_VNET_HDR_LEN : 0;
+    if (vtep_unlikely(vnet + hdr_len + len > io->frame_size - TX_DATA_OFFSET))
         return -EMSGSIZE;
-    struct tpacket2_hdr *h = slot(io->tx_ring, io, io->tx_head);
-    uint32_t status = __atomic_load_n(&h->tp_status, __ATOMIC_ACQUIRE);
-    if (status != TP_STATUS_AVAILABLE && status != TP_STATUS_WRONG_FORMAT)
+    struct tpacket2_hdr *h = tx_slot(io, io->tx_head);
+    if (vtep_unlikely(!tx_slot_free(h)) && io->tx_queued) {
+        /* The ring is full of our own frames (a super-frame's segments,
+         * say): hand them to the kernel now, not at the end of the burst. */
+        vtep_afpacket_flush(io);
+    }
+    if (!tx_slot_free(h))
         return -ENOBUFS;  /* the kernel has not sent this slot's last frame yet */
     uint8_t *out = (uint8_t *)h + TX_DATA_OFFSET;
-    memcpy(out, hdr, hdr_len);
-    memcpy(out + hdr_len, data, len);
-    h->tp_len = hdr_len + len;
+    memset(out, 0, vnet);  /* nothing left to offload: vtep sends finished frames */
+    memcpy(out + vnet, hdr, hdr_len);
+    memcpy(out + vnet + hdr_len, data, len);
+    h->tp_len = vnet + hdr_len + len;
     __atomic_store_n(&h->tp_status, TP_STATUS_SEND_REQUEST, __ATOMIC_RELEASE);
     io->tx_head = (io->tx_head + 1) & (io->frames - 1);
     io->tx_queued++;

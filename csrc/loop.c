@@ -16,6 +16,7 @@
 #include <unistd.h>
 #include "engine.h"
 #include "io.h"
+#include "offload.h"
 
 enum { OUTS_PER_FRAME = 32, POLL_MS = 100 };
 
@@ -184,6 +185,27 @@ static void mark_dirty(vtep_loop_t *l, vtep_io_t *io)
     l->dirty[l->n_dirty++] = io;
 }
 
+static int emit_segment(void *io, const uint8_t *h, uint32_t h_len, const uint8_t *payload, uint32_t n)
+{
+    return vtep_io_tx(io, h, h_len, payload, n);
+}
+
+/* Send output "o" of frame "p", finishing what the kernel left to offload:
+ * a super-frame goes out in segments, and an unfinished inner checksum is
+ * computed (once per frame: the frame's copies share its bytes). */
+static int send_out(vtep_io_t *to, const vtep_out_t *o, vtep_pkt_t *p)
+{
+    if (vtep_unlikely(p->flags & VTEP_PKT_CSUM_PARTIAL)) {
+        vtep_l4_csum_fill((uint8_t *)o->data, o->data_len);
+        p->flags &= ~(uint32_t)VTEP_PKT_CSUM_PARTIAL;
+    }
+    if (vtep_likely(!p->gso_size))
+        return vtep_io_tx(to, o->hdr, o->hdr_len, o->data, o->data_len);
+    int rc = vtep_gso_segment(o->hdr, o->hdr_len, o->data, o->data_len, p->gso_hdr_len, p->gso_size,
+                              emit_segment, to);
+    return rc < 0 ? rc : 0;
+}
+
 /* One burst from handle "io" of port "port" (UINT32_MAX: the underlay).
  * Returns the frames it took. */
 static uint32_t run_burst(vtep_loop_t *l, vtep_io_t *io, uint32_t port, uint32_t now)
@@ -209,10 +231,9 @@ static uint32_t run_burst(vtep_loop_t *l, vtep_io_t *io, uint32_t port, uint32_t
             count_lost(l, in, o, VTEP_DROP_NO_PORT);
             continue;
         }
-        int rc = vtep_io_tx(to, o->hdr, o->hdr_len, o->data, o->data_len);
-        if (vtep_likely(rc == 0))
-            mark_dirty(l, to);
-        else
+        int rc = send_out(to, o, &l->pkts[o->pkt]);
+        mark_dirty(l, to);  /* a super-frame may have queued segments before failing */
+        if (vtep_unlikely(rc))
             count_lost(l, in, o, rc == -EMSGSIZE ? VTEP_DROP_MTU : VTEP_DROP_RING_FULL);
     }
     /* Outputs were copied out: the frames can go back to the kernel. */

@@ -90,7 +90,7 @@ VTEP_INLINE vtep_drop_t emit_remote(struct burst *b, const int ipv6, const struc
  * came from the underlay).  Returns the frame's verdict. */
 VTEP_INLINE vtep_drop_t flood(struct burst *b, const int ipv6, const struct vtep_segment *s,
                               vtep_counters_t *seg, uint8_t from, uint32_t skip,
-                              const uint8_t *f, uint32_t len, int to_remotes)
+                              const uint8_t *f, uint32_t len, uint32_t wire_len, int to_remotes)
 {
     unsigned sent = 0, denied = 0;
     vtep_drop_t lost = VTEP_DROP_NONE, why;
@@ -108,7 +108,7 @@ VTEP_INLINE vtep_drop_t flood(struct burst *b, const int ipv6, const struct vtep
             sent++;
     }
     if (to_remotes && s->n_remotes) {
-        if (len + s->overhead > b->e->p.underlay_mtu) {
+        if (wire_len + s->overhead > b->e->p.underlay_mtu) {
             /* Too big for every remote: each of their copies counts. */
             for (uint32_t k = 0; k < s->n_remotes; k++)
                 lost = count_drop(b, seg, VTEP_DROP_MTU);
@@ -138,6 +138,8 @@ VTEP_INLINE vtep_drop_t access_one(struct burst *b, const int ipv6, uint32_t por
     vtep_drop_t why;
     uint64_t v;
     uint8_t from = port->pvlan_class;
+    /* The largest frame the underlay will carry: a super-frame's segment. */
+    uint32_t wire_len = pkt->gso_size ? (uint32_t)pkt->gso_hdr_len + pkt->gso_size : len;
     count_rx(seg, len);
     if (len < VTEP_ETH_HLEN) {
         why = VTEP_DROP_RUNT;
@@ -161,7 +163,7 @@ VTEP_INLINE vtep_drop_t access_one(struct burst *b, const int ipv6, uint32_t por
         VTEP_COUNTER_ADD(seg->learn_refused, 1);
 
     if (vtep_eth_is_multicast(dst) || !vtep_fdb_lookup(&s->fdb, vtep_eth_key(dst), b->now, &v))
-        return flood(b, ipv6, s, seg, from, port_id, f, len, 1);
+        return flood(b, ipv6, s, seg, from, port_id, f, len, wire_len, 1);
 
     uint32_t target = vtep_fdb_target(v);
     if (vtep_fdb_flags(v) & VTEP_FDBF_REMOTE) {
@@ -171,7 +173,7 @@ VTEP_INLINE vtep_drop_t access_one(struct burst *b, const int ipv6, uint32_t por
             why = VTEP_DROP_PVLAN_DENY;
             goto drop;
         }
-        if (len + s->overhead > b->e->p.underlay_mtu) {
+        if (wire_len + s->overhead > b->e->p.underlay_mtu) {
             why = VTEP_DROP_MTU;
             goto drop;
         }
@@ -340,7 +342,7 @@ VTEP_INLINE vtep_drop_t underlay_forward(struct burst *b, const struct rx_frame 
 
     uint64_t v;
     if (vtep_eth_is_multicast(dst) || !vtep_fdb_lookup(&s->fdb, vtep_eth_key(dst), b->now, &v))
-        return flood(b, 0, s, seg, rx->from, UINT32_MAX, rx->inner, rx->inner_len, 0);
+        return flood(b, 0, s, seg, rx->from, UINT32_MAX, rx->inner, rx->inner_len, rx->inner_len, 0);
     uint32_t target = vtep_fdb_target(v);
     if (vtep_fdb_flags(v) & VTEP_FDBF_REMOTE)
         why = VTEP_DROP_SPLIT_HORIZON;

@@ -73,11 +73,16 @@ typedef struct vtep_fdb_entry {
     uint32_t last_seen;       /* seconds, the clock the bursts are given */
 } vtep_fdb_entry_t;
 
-/* One input frame. */
+/* One input frame.  A GSO super-frame (gso_size > 0, from an access port
+ * with offloads) goes through the pipeline as one frame; its outputs are
+ * cut into segments as they are sent (offload.h). */
 typedef struct vtep_pkt {
     const uint8_t *data;
     uint32_t len;
     uint32_t flags;           /* VTEP_PKT_* (vtep_packet.h) */
+    uint16_t gso_size;        /* payload bytes per segment; 0: a plain frame */
+    uint16_t gso_hdr_len;     /* its headers, Ethernet to TCP/UDP */
+    uint8_t gso_type;         /* VTEP_GSO_* */
 } vtep_pkt_t;
 
 enum { VTEP_OUT_PORT = 0, VTEP_OUT_UNDERLAY = 1 };
@@ -200,6 +205,9 @@ typedef struct vtep_afpacket_params {
                                * "local" (the kernel still gets all of it) */
     vtep_addr_t local;
     uint16_t destination_port;
+    uint8_t offload;          /* access ports: PACKET_VNET_HDR, so frames may come with
+                               * checksums to finish and as GSO super-frames, which
+                               * vtep finishes (offload.h); RX slots then hold 64 KB */
 } vtep_afpacket_params_t;
 
 /* AF_PACKET with mmap'ed RX and TX rings on an existing link, bypassing the

@@ -34,8 +34,13 @@ typedef enum vtep_drop {
  * the pseudo-header sum).  Its UDP checksum is not verified again.
  * VTEP_PKT_VLAN: the frame came with a VLAN tag that the kernel moved out of
  * the frame into metadata (AF_PACKET TP_STATUS_VLAN_VALID): it is tagged,
- * though its bytes do not show it. */
-enum { VTEP_PKT_CSUM_OK = 1, VTEP_PKT_VLAN = 2 };
+ * though its bytes do not show it.
+ * VTEP_PKT_CSUM_PARTIAL: sent on this host with a checksum left to finish
+ * somewhere in it (AF_PACKET TP_STATUS_CSUMNOTREADY, without the offsets a
+ * virtio-net header would give): on the underlay, the inner TCP/UDP
+ * checksum of a local kernel VTEP's packet.  Decapsulated frames get their
+ * TCP/UDP checksum computed when sent (vtep_l4_csum_fill). */
+enum { VTEP_PKT_CSUM_OK = 1, VTEP_PKT_VLAN = 2, VTEP_PKT_CSUM_PARTIAL = 4 };
 
 typedef enum vtep_encap {
     VTEP_ENCAP_VXLAN = 0,
@@ -124,5 +129,41 @@ uint16_t vtep_checksum(const uint8_t *data, size_t len);
 
 /* RFC 1624 eqn. 3 update of checksum "hc" for a 16-bit field "m" -> "m_new". */
 uint16_t vtep_checksum_update(uint16_t hc, uint16_t m, uint16_t m_new);
+
+/* Offloads (offload.c): what the kernel leaves to whoever sends a frame
+ * that crossed a veth or left a TAP -- a TCP/UDP checksum holding only its
+ * pseudo-header sum, and a TCP super-frame of up to 64 KB to cut into
+ * segments (GSO) -- finished in software. */
+
+/* The GSO types vtep segments (virtio-net's numbers; 0x80 adds ECN). */
+enum { VTEP_GSO_NONE = 0, VTEP_GSO_TCPV4 = 1, VTEP_GSO_TCPV6 = 4, VTEP_GSO_UDP_L4 = 5 };
+
+/* Finish the checksum the kernel left: the one's complement sum of the
+ * frame from "start" to its end, stored at start + "offset" (where the
+ * pseudo-header sum already is).  0, or -EINVAL if it does not fit. */
+int vtep_csum_finish(uint8_t *frame, uint32_t len, uint32_t start, uint32_t offset);
+
+/* Compute the TCP or UDP checksum of an Ethernet/IPv4 or IPv6 frame from
+ * scratch (a frame whose checksum state is unknown but may be unfinished).
+ * Frames of other kinds, fragments and IPv6 extension headers are left as
+ * they are.  Always safe: a correct checksum comes out unchanged. */
+void vtep_l4_csum_fill(uint8_t *frame, uint32_t len);
+
+/* Check GSO super-frame "frame" of "gso_type" (VTEP_GSO_*, ECN bit
+ * allowed): Ethernet, IPv4 without fragments or IPv6 without extension
+ * headers, then TCP or UDP as the type says.  Returns the length of its
+ * headers (Ethernet to TCP/UDP included), or 0 if vtep cannot segment it. */
+uint32_t vtep_gso_headers(const uint8_t *frame, uint32_t len, uint8_t gso_type);
+
+/* Cut a GSO super-frame ("hdr_len" from vtep_gso_headers) into segments of
+ * at most "gso_size" payload bytes.  For each, in order, calls
+ * emit(ctx, h, h_len, payload, n): "h" holds "outer" (the tunnel's headers,
+ * "outer_len" bytes, possibly none) then the segment's own headers with
+ * lengths, IPv4 IDs, TCP sequence numbers and flags, and checksums (the
+ * outer IP/UDP ones too) all set.  Stops at the first emit that fails and
+ * returns its error; else the number of segments. */
+typedef int (*vtep_emit_fn)(void *ctx, const uint8_t *h, uint32_t h_len, const uint8_t *payload, uint32_t n);
+int vtep_gso_segment(const uint8_t *outer, uint32_t outer_len, const uint8_t *frame, uint32_t len,
+                     uint32_t hdr_len, uint32_t gso_size, vtep_emit_fn emit, void *ctx);
 
 #endif

@@ -53,15 +53,11 @@ Topology (every name starts with vtlab-, so down() always finds it):
     h1k   vtep1  plain    promiscuous       192.0.2.131/25
     hk    kvtep  plain    (kernel bridge)   192.0.2.132/25
 
-Checksum offload: a veth hands a TCP or UDP frame over with its checksum
-unfinished (CHECKSUM_PARTIAL), and its TSO sends 64 KiB frames; an AF_PACKET
-reader sees those as TP_STATUS_CSUMNOTREADY and oversize, and a VTEP that
-forwards them as they are delivers segments with a wrong checksum (pings work,
-TCP does not).  So the lab turns TX checksum offload off (`ethtool -K eth0 tx
-off`, through pyroute2's ethtool) on every host and on the kernel VTEP's ul0:
-the kernel then finishes checksums and segments in software, as a host behind
-a physical access port would.  up(host_offloads=True) leaves them on, to
-reproduce the veth case.
+Offloads: hosts keep those veths come with.  Their TCP reaches vtepd as 64 KiB
+super-frames with checksums unfinished, which vtepd finishes and segments
+(csrc/offload.h).  Only the kernel VTEP's ul0 has segmentation of tunnel
+packets off: AF_PACKET cannot describe a 64 KiB VXLAN super-packet to vtepd
+(see no_tunnel_segmentation).
 
 Segment tenant: VXLAN VNI 5000, isolated 5001, communities web 5002 and db 5003,
 each vtepd's remote is the other one.  Segment plain (vtep1 only): VNI 100,
@@ -275,9 +271,9 @@ def _veth(ns, ifname, peer_ns, peer_ifname, mtu):
             peer={"ifname": peer_ifname, "net_ns_fd": peer_ns, "mtu": mtu})
 
 
-def _build(handles, host_offloads=False):
+def _build(handles):
     """Create the whole topology; "handles" collects the open NetNS objects (the
-    caller closes them, also on failure).  See up() for "host_offloads"."""
+    caller closes them, also on failure)."""
     for name in NAMESPACES:
         handles[name] = NetNS(name, flags=os.O_CREAT | os.O_EXCL)
         _up(handles[name], "lo")
@@ -303,25 +299,27 @@ def _build(handles, host_offloads=False):
         _up(host_ns, "eth0")
 
     _build_kernel_vtep(handles[PREFIX + "kvtep"])
-    if not host_offloads:
-        for host in HOSTS.values():
-            _no_txchecksum(host.namespace, "eth0")
-        _no_txchecksum(PREFIX + "kvtep", "ul0")
+    no_tunnel_segmentation(PREFIX + "kvtep", "ul0")
 
 
-# Without them the kernel also drops TSO and sends MTU-sized frames (software GSO).
-_TX_CHECKSUM = ("tx-checksum-ip-generic", "tx-checksum-ipv4", "tx-checksum-ipv6", "tx-checksum-sctp")
+_TUNNEL_GSO = ("tx-udp_tnl-segmentation", "tx-udp_tnl-csum-segmentation")
 
 
-def _no_txchecksum(namespace, ifname):
-    """`ethtool -K IFNAME tx off` in "namespace" (ethtool's ioctl runs where the calling
-    thread's network namespace is, hence the push and pop)."""
+def no_tunnel_segmentation(namespace, ifname):
+    """Segmentation offload of tunnel packets off on veth "ifname" of a local
+    kernel VTEP that talks to vtepd (`ethtool -K IFNAME tx-udp_tnl-segmentation
+    off tx-udp_tnl-csum-segmentation off`, through pyroute2).  Left on, the
+    kernel hands the veth one 64 KiB VXLAN super-packet per TCP burst, which
+    AF_PACKET's virtio-net header cannot describe (it has no UDP-tunnel GSO
+    type); a VXLAN packet from a NIC is never one.  The kernel then segments
+    them itself; the inner checksums it leaves unfinished vtepd finishes.
+    (ethtool's ioctl runs in the calling thread's namespace: push and pop.)"""
     netns.pushns(namespace)
     try:
         tool = Ethtool()
         try:
             features = tool.get_features(ifname)
-            for name in _TX_CHECKSUM:
+            for name in _TUNNEL_GSO:
                 if name in features.features:
                     features.features[name].enable = False
             tool.set_features(ifname, features)
@@ -447,12 +445,11 @@ def attach():
 
 # -- up and down --------------------------------------------------------------------------------
 
-def up(vtepd=VTEPD, *, start_vtepd=True, timeout=READY_TIMEOUT, host_offloads=False):
+def up(vtepd=VTEPD, *, start_vtepd=True, timeout=READY_TIMEOUT):
     """Build the lab and start its vtepds ("vtepd": the command, as a list or a shell-quoted
     string, that "-c FILE" is appended to).  With "start_vtepd" False only the topology,
-    the configs and the state file are made (tests).  "host_offloads" True leaves the
-    hosts' TX checksum offload (and so TSO) on, as veths have it by default (see the
-    module doc).  Returns a Lab; raises LabError after tearing everything down again."""
+    the configs and the state file are made (tests).  Returns a Lab; raises LabError
+    after tearing everything down again."""
     _require_root()
     existing = lab_namespaces()
     if existing:
@@ -467,7 +464,7 @@ def up(vtepd=VTEPD, *, start_vtepd=True, timeout=READY_TIMEOUT, host_offloads=Fa
         _save_state(lab)
         handles = {}
         try:
-            _build(handles, host_offloads)
+            _build(handles)
         except Exception as e:
             raise LabError(f"building the topology failed: {type(e).__name__}: {e}") from e
         finally:

@@ -121,3 +121,40 @@ def checksum(data):
 def checksum_update(hc, old, new):
     """RFC 1624 incremental update of checksum "hc" for a 16-bit field old -> new."""
     return lib.vtep_checksum_update(hc, old, new)
+
+
+GSO_TYPES = {"tcpv4": lib.VTEP_GSO_TCPV4, "tcpv6": lib.VTEP_GSO_TCPV6, "udp": lib.VTEP_GSO_UDP_L4}
+
+
+def finish_checksum(frame, start, offset):
+    """"frame" with the checksum left unfinished at start + offset (the
+    kernel's CHECKSUM_PARTIAL) computed, as vtep does on receive."""
+    buf = bytearray(frame)
+    _check(lib.vtep_csum_finish(ffi.from_buffer(buf), len(buf), start, offset), "finish checksum")
+    return bytes(buf)
+
+
+def fill_l4_checksum(frame):
+    """"frame" with its TCP/UDP checksum computed from scratch (others as they are)."""
+    buf = bytearray(frame)
+    lib.vtep_l4_csum_fill(ffi.from_buffer(buf), len(buf))
+    return bytes(buf)
+
+
+def gso_segment(frame, gso_type, gso_size, outer=b""):
+    """The segments (bytes) that vtep sends for GSO super-frame "frame" of
+    "gso_type" (a GSO_TYPES key) with "gso_size" payload bytes each, behind
+    the tunnel headers "outer" (as vtep_encap built them) if given."""
+    frame, outer = bytes(frame), bytes(outer)
+    hdr_len = lib.vtep_gso_headers(frame, len(frame), GSO_TYPES[gso_type])
+    if not hdr_len:
+        raise ValueError(f"not a {gso_type} super-frame vtep can segment")
+    segments = []
+
+    @ffi.callback("int(void *, const uint8_t *, uint32_t, const uint8_t *, uint32_t)")
+    def emit(_ctx, h, h_len, payload, n):
+        segments.append(ffi.buffer(h, h_len)[:] + ffi.buffer(payload, n)[:])
+        return 0
+
+    _check(lib.vtep_gso_segment(outer, len(outer), frame, len(frame), hdr_len, gso_size, emit, ffi.NULL), "segment")
+    return segments

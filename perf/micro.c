@@ -234,7 +234,7 @@ static void pipe_alloc(struct pipe *p, uint32_t stride)
     p->expect = xcalloc(p->pool, sizeof *p->expect);
     p->verdicts = xcalloc(p->pool, 1);
     for (uint32_t k = 0; k < p->pool; k++)
-        p->pkts[k] = (vtep_pkt_t){p->frames + (size_t)k * stride, 0, 0};
+        p->pkts[k] = (vtep_pkt_t){.data = p->frames + (size_t)k * stride};
 }
 
 /* Lay the pool out in bursts of "batch".  Worker layout: frames in one pool
@@ -261,7 +261,7 @@ static void pipe_set_batch(struct pipe *p, uint32_t batch)
         io->buf = xcalloc(batch, p->stride);
         memcpy(io->buf, p->frames + (size_t)first * p->stride, (size_t)batch * p->stride);
         for (uint32_t j = 0; j < batch; j++)
-            io->pkts[j] = (vtep_pkt_t){io->buf + (size_t)j * p->stride, p->pkts[first + j].len, 0};
+            io->pkts[j] = (vtep_pkt_t){.data = io->buf + (size_t)j * p->stride, .len = p->pkts[first + j].len};
     }
 }
 

@@ -36,7 +36,7 @@ static void *run(void *arg)
     }
     for (int r = 0; r < ROUNDS; r++) {
         for (int i = 0; i < BURST; i++)
-            pkts[i] = (vtep_pkt_t){frames[(r * BURST + i) % MACS], FRAME_LEN, 0};
+            pkts[i] = (vtep_pkt_t){.data = frames[(r * BURST + i) % MACS], .len = FRAME_LEN};
         int n = vtep_access_burst(job->w, (uint32_t)job->port, pkts, BURST, (uint32_t)r / 100, outs, BURST, verdicts);
         for (int i = 0; i < n; i++)
             job->forwarded += outs[i].kind == VTEP_OUT_UNDERLAY && verdicts[outs[i].pkt] == VTEP_DROP_NONE;

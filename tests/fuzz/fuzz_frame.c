@@ -106,7 +106,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     (void)vtep_flow_hash(buf, size);
 
     /* The first byte also says whether the kernel vouched for the checksum. */
-    vtep_pkt_t pkt = {buf, (uint32_t)size, size && buf[0] >> 7 ? VTEP_PKT_CSUM_OK : 0};
+    vtep_pkt_t pkt = {.data = buf, .len = (uint32_t)size, .flags = size && buf[0] >> 7 ? VTEP_PKT_CSUM_OK : 0};
     vtep_out_t outs[MAX_OUT];
     uint8_t verdict;
     uint32_t now = size ? buf[0] : 0;  /* the clock moves with the input, to reach ageing */

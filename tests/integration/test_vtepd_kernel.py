@@ -10,15 +10,19 @@ as BUM) and iperf3 TCP, and vtepd's counters must account for it.
 
 The IPv4 underlay uses a TAP port (vtepd creates t0; the test moves it into
 H1, so TAP I/O runs end to end), the IPv6 underlay an AF_PACKET port on a
-veth whose other end is H1's eth0."""
+veth whose other end is H1's eth0.  Offloads stay as veths and TAPs come:
+H1's TCP reaches vtepd as 64 KB super-frames with checksums unfinished, and
+the kernel VTEP's VXLAN packets carry unfinished inner checksums; vtepd
+finishes both (only the kernel's segmentation of VXLAN packets is off on
+k0: lab.no_tunnel_segmentation says why)."""
 import json
-import socket
 import subprocess
 import time
 
 import pytest
 from pyroute2 import netns
-from pyroute2.ethtool import Ethtool
+
+from dataplane.lab import no_tunnel_segmentation
 
 from .vtepd import Vtepd, address, in_netns, link_up, one_segment_config, ping, veth
 
@@ -42,31 +46,6 @@ NEVER = ("runt", "bad_header", "ip_options", "fragment", "bad_checksum", "bad_fl
 def config(family, backend):
     local, remote, _ = UNDERLAY[family]
     return one_segment_config(local, remote, "t0" if backend == "tap" else "h1", backend=backend, vni=VNI)
-
-
-def checksums_in_software(ns, ifname, software=True):
-    """Transmit checksum offload (and with it TSO) off on veth "ifname" (on
-    again with "software" false).  Left on, a veth hands frames on with the
-    TCP/UDP checksum unfinished (the kernel's CHECKSUM_PARTIAL; AF_PACKET
-    says TP_STATUS_CSUMNOTREADY) and, from a host, TSO frames beyond the MTU;
-    a physical NIC would finish both.  vtepd forwards such frames as they are
-    (README "Known limits"; test_offloaded_checksums_are_not_finished), so,
-    as the lab does and as OVS's userspace datapath asks for its veths, the
-    links vtepd reads are set up like NICs: the AF_PACKET host's eth0, and
-    the kernel VTEP's k0, which otherwise passes the inner checksums of its
-    hosts' TCP on unfinished inside the VXLAN packets."""
-    netns.pushns(ns[0])
-    try:
-        ethtool = Ethtool()
-    finally:
-        netns.popns()
-    try:
-        features = ethtool.get_features(ifname)
-        features.features["tx-checksum-ip-generic"].enable = not software   # veth: NETIF_F_HW_CSUM
-        ethtool.set_features(ifname, features)
-        assert ethtool.get_features(ifname).features["tx-checksum-ip-generic"].enable is not software
-    finally:
-        ethtool.close()
 
 
 def kernel_vtep(k, family):
@@ -99,10 +78,9 @@ def pair(request, namespaces, tmp_path):
     address(k, "k0", k_ip, prefix)
     veth(k, "kh", h2, "eth0", mtu=mtu)
     kernel_vtep(k, family)
-    checksums_in_software(k, "k0")
+    no_tunnel_segmentation(k[0], "k0")
     if backend == "afpacket":
         veth(v, "h1", h1, "eth0", mtu=mtu)
-        checksums_in_software(h1, "eth0")
     vtepd = Vtepd(v[0], config(family, backend), tmp_path)
     try:
         if backend == "tap":
@@ -229,41 +207,3 @@ def test_iperf3_tcp(pair, direction):
     assert data_bytes > MIN_MBITS * 1e6 / 8 * 2
     print(f"drops: {drops(after)}")
     assert_clean(after)
-
-
-@pytest.mark.xfail(strict=True, raises=TimeoutError, reason="vtepd does not finish checksums left to "
-                   "offload (TP_STATUS_CSUMNOTREADY): README 'Known limits'")
-def test_offloaded_checksums_are_not_finished(pair):
-    """Offloads as veths come: TCP segments cross them with the checksum
-    unfinished, from H1's eth0 (AF_PACKET port) and, inside the VXLAN
-    packets, from the kernel VTEP's k0; vtepd forwards both as they are and
-    the receiving host drops them.  So TCP never connects, not even with the
-    TAP port (the SYN-ACK from H2 is the broken one there).  ICMP is always
-    checksummed in software: ping works.  When vtepd learns to finish these
-    checksums (PACKET_VNET_HDR), this test passes and the strict xfail says
-    so: drop it and checksums_in_software()."""
-    h1, h2 = pair["h1"], pair["h2"]
-    assert ping_retry(h1, H2[0])
-    checksums_in_software(pair["k"], "k0", software=False)
-    if pair["backend"] == "afpacket":
-        checksums_in_software(h1, "eth0", software=False)
-    server = netns.create_socket(h2[0], socket.AF_INET, socket.SOCK_STREAM)
-    client = netns.create_socket(h1[0], socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        server.bind((H2[0], 7000))
-        server.listen()
-        client.settimeout(2)
-        client.connect((H2[0], 7000))   # SYN-ACK from H2: unfinished checksum
-        client.sendall(b"x" * 20000)    # from H1: unfinished with an AF_PACKET port
-        server.settimeout(2)
-        conn, _ = server.accept()
-        with conn:
-            conn.settimeout(2)
-            received = b""
-            while len(received) < 20000:
-                chunk = conn.recv(65536)
-                assert chunk
-                received += chunk
-    finally:
-        client.close()
-        server.close()
