@@ -11,7 +11,7 @@ CORE_SRC := $(wildcard csrc/*.c)
 CORE_DEP := $(CORE_SRC) $(wildcard csrc/*.h csrc/*.def)
 STAMP := $(VENV)/.vtep-installed
 
-.PHONY: build test test-c fuzz bench demo demo-memory lint clean system-deps
+.PHONY: build test test-c fuzz bench bench-system demo demo-memory lint clean system-deps
 
 build: $(STAMP)
 
@@ -72,8 +72,24 @@ fuzz:
 	@$(MAKE) --no-print-directory build/fuzz_frame
 	./build/fuzz_frame -max_total_time=$(FUZZ_SECONDS) -max_len=2048 build/fuzz-corpus tests/fuzz/corpus
 
-# build/micro too: the benchmark must keep compiling even when nobody runs it.
-test: build test-c build/micro
+# The system benchmark's tools: the null forwarder (vtepd's rings and loop,
+# no pipeline), the pcap replaying generator and the latency sink.
+PERF_TOOLS := build/nullfwd build/vtep-gen build/vtep-sink
+build/nullfwd: perf/nullfwd.c $(CORE_DEP)
+	@mkdir -p build
+	$(CC) $(CFLAGS) -Icsrc -pthread -o $@ perf/nullfwd.c $(CORE_SRC)
+
+build/vtep-gen: perf/gen.c
+	@mkdir -p build
+	$(CC) $(CFLAGS) -o $@ perf/gen.c
+
+build/vtep-sink: perf/sink.c
+	@mkdir -p build
+	$(CC) $(CFLAGS) -o $@ perf/sink.c
+
+# build/micro and the system benchmark's tools too: benchmarks must keep
+# compiling even when nobody runs them.
+test: build test-c build/micro $(PERF_TOOLS)
 	$(PY) -m pytest
 
 build/micro: perf/micro.c $(CORE_DEP)
@@ -82,6 +98,17 @@ build/micro: perf/micro.c $(CORE_DEP)
 
 bench: build build/micro
 	$(PY) perf/report.py --c-driver build/micro --json build/bench.json
+
+# The system benchmark (perf/README.md): vtepd beside a null forwarder, the
+# kernel's bridge+VXLAN and OVS's userspace datapath, in namespaces (root).
+# build/bench-system.json, perf/RESULTS.md, perf/plots/; ~30 min.
+BENCH_SYSTEM_ARGS ?=
+$(VENV)/.vtep-perf-installed: $(STAMP) pyproject.toml
+	$(PY) -m pip install -q -e '.[test,perf]'
+	@touch $@
+
+bench-system: $(VENV)/.vtep-perf-installed $(PERF_TOOLS)
+	$(SUDO) $(PY) perf/bench_system.py $(BENCH_SYSTEM_ARGS)
 
 # The namespace lab: two vtepd, hosts in every PVLAN role and a kernel VXLAN
 # peer; the ping matrix, iperf3 through the overlay, then everything removed.

@@ -1,0 +1,431 @@
+"""Everything a person reads, made from the JSON of a run and nothing else:
+the table on stdout, perf/RESULTS.md and the PNG plots.  No figure is ever
+typed by hand: `perf/bench_system.py report` regenerates all three."""
+import datetime
+import os
+import platform
+import subprocess
+
+from .frames import SIZES, mean_size
+from .search import ratio
+
+SYSTEM_ORDER = ("vtepd", "nullfwd", "kernel", "ovs")
+LABELS = {"vtepd": "vtepd", "nullfwd": "null forwarder", "kernel": "kernel bridge+VXLAN (RPS)",
+          "ovs": "OVS userspace (netdev)"}
+BASE = {"workers": 1, "fdb": 100, "pvlan": False}
+BASE_FLOWS = 256
+
+
+# -- looking things up in the results --------------------------------------------------------
+
+def _is(point, system, **setup):
+    want = dict(BASE, **setup)
+    if point["system"] != system:
+        return False
+    if system != "vtepd":
+        want.pop("fdb"), want.pop("pvlan")
+    return all(point[k] == v for k, v in want.items())
+
+
+def find_point(data, system, direction, size, flows=BASE_FLOWS, **setup):
+    for p in data.get("points", []):
+        if _is(p, system, **setup) and p["direction"] == direction and p["size"] == size and p["flows"] == flows:
+            return p
+    return None
+
+
+def zero_loss(point):
+    """Zero-loss throughput (frames/s) of a point, or None when it failed."""
+    if not point or point.get("error") or not point.get("zero_loss"):
+        return None
+    return point["zero_loss"]["offered"]
+
+
+def bounded(point):
+    if not point or point.get("error") or not point.get("bounded_loss"):
+        return None
+    return point["bounded_loss"]["offered"]
+
+
+def mbits(pps, size):
+    return None if pps is None else pps * mean_size(size) * 8 / 1e6
+
+
+def setup_label(p):
+    parts = [LABELS.get(p["system"], p["system"])]
+    if p["workers"] != 1:
+        parts.append(f"{p['workers']} workers")
+    if p["system"] == "vtepd" and p["fdb"] != 100:
+        parts.append(f"FDB {p['fdb']:,}")
+    if p["system"] == "vtepd" and p["pvlan"]:
+        parts.append("PVLAN")
+    return ", ".join(parts)
+
+
+def _fmt(value, spec=".1f", none="-"):
+    return none if value is None else format(value, spec)
+
+
+def _x(value):
+    return "-" if value is None else f"{value:.2f}x"
+
+
+# -- the table -----------------------------------------------------------------------------------
+
+def rows(data):
+    """One row per point: the setup, direction, size, flows, zero-loss and
+    0.5 %-loss rates, and for vtepd its ratios to the references at the same
+    direction, size and flows (the null forwarder with as many workers)."""
+    out = []
+    for p in data.get("points", []):
+        z = zero_loss(p)
+        row = {"setup": setup_label(p), "system": p["system"], "direction": p["direction"], "size": p["size"],
+               "flows": p["flows"], "kpps": None if z is None else z / 1e3, "mbits": mbits(z, p["size"]),
+               "kpps_05": None if bounded(p) is None else bounded(p) / 1e3,
+               "bound": (p.get("zero_loss") or {}).get("bound"), "error": p.get("error"),
+               "ceiling_kpps": (p.get("ceiling") or {}).get("offered", 0) / 1e3 if p.get("ceiling") else None,
+               "vs_null": None, "vs_kernel": None, "vs_ovs": None}
+        if p["system"] == "vtepd":
+            args = (p["direction"], p["size"], p["flows"])
+            row["vs_null"] = ratio(z, zero_loss(find_point(data, "nullfwd", *args, workers=p["workers"])))
+            row["vs_kernel"] = ratio(z, zero_loss(find_point(data, "kernel", *args)))
+            row["vs_ovs"] = ratio(z, zero_loss(find_point(data, "ovs", *args)))
+        out.append(row)
+    return out
+
+
+def table(data):
+    """The stdout table, as text."""
+    head = ("system", "dir", "size", "flows", "0-loss kpps", "Mbit/s", "0.5% kpps", "vs null", "vs kernel", "vs OVS")
+    lines = []
+    for r in rows(data):
+        mark = "*" if r["bound"] == "generator" else ""
+        lines.append((r["setup"], r["direction"], str(r["size"]), f"{r['flows']:,}",
+                      (_fmt(r["kpps"]) + mark) if not r["error"] else "FAILED", _fmt(r["mbits"], ".0f"),
+                      _fmt(r["kpps_05"]), _x(r["vs_null"]), _x(r["vs_kernel"]), _x(r["vs_ovs"])))
+    widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h) for i, h in enumerate(head)]
+    fmt = "  ".join(f"{{:<{w}}}" if i < 4 else f"{{:>{w}}}" for i, w in enumerate(widths))
+    text = [fmt.format(*head), fmt.format(*("-" * w for w in widths))]
+    text += [fmt.format(*line) for line in lines]
+    text.append("* = the generator's ceiling: the device lost nothing at the highest rate it could be offered.")
+    text.append("Sizes are inner Ethernet frames with FCS; Mbit/s counts those inner frames.")
+    return "\n".join(text)
+
+
+# -- targets -------------------------------------------------------------------------------------
+
+def cpu_entry(data, system, direction):
+    for c in data.get("cpu", []):
+        if c["system"] == system and c["direction"] == direction and not c.get("error"):
+            return c
+    return None
+
+
+def tcp_entry(data, system, streams, offloads=None):
+    for t in data.get("tcp", []):
+        if t["system"] == system and (offloads is None or t.get("offloads") == offloads) and not t.get("error"):
+            for r in t.get("iperf3", []):
+                if r["streams"] == streams and "gbit_s" in r:
+                    return r["gbit_s"]
+    return None
+
+
+def targets(data):
+    """Each target of the issue: what was compared, the ratio, the bound, met or missed."""
+    out = []
+
+    def add(name, value, op, bound, note=""):
+        met = None if value is None else (value >= bound if op == ">=" else value <= bound)
+        out.append({"target": name, "ratio": value, "op": op, "bound": bound, "met": met, "note": note})
+
+    for d in ("encap", "decap"):
+        v = find_point(data, "vtepd", d, 64)
+        for ref, bound in (("nullfwd", 0.95), ("kernel", 1.0), ("ovs", 2.0)):
+            r = find_point(data, ref, d, 64)
+            note = []
+            if v and (v.get("zero_loss") or {}).get("bound") == "generator":
+                note.append("vtepd reached the generator's ceiling: its figure is a lower bound")
+            if r and (r.get("zero_loss") or {}).get("bound") == "generator":
+                note.append(f"{LABELS[ref]} reached the generator's ceiling: its figure is a lower bound")
+            note = "; ".join(note)
+            add(f"64-byte zero-loss throughput, {d}: vtepd / {LABELS[ref]}", ratio(zero_loss(v), zero_loss(r)),
+                ">=", bound, note)
+    for d in ("encap", "decap"):
+        v, n = cpu_entry(data, "vtepd", d), cpu_entry(data, "nullfwd", d)
+        value = ratio(v and v["process_ns_per_packet"], n and n["process_ns_per_packet"])
+        load = f"at {v['load'] / 1e3:.0f} kpps offered" if v else ""
+        add(f"CPU per packet (user+system), {d}: vtepd / null forwarder {load}", value, "<=", 1.1)
+    for d in ("encap", "decap"):
+        big = find_point(data, "vtepd", d, 64, 65536, fdb=1_000_000)
+        small = find_point(data, "vtepd", d, 64, 65536)
+        add(f"FDB 1,000,000 / FDB 100, vtepd 64 bytes {d} (65,536 flows)", ratio(zero_loss(big), zero_loss(small)),
+            ">=", 0.9)
+    for streams in (1, 4):
+        add(f"TCP iperf3 {streams} stream{'s' if streams > 1 else ''}: vtepd / kernel VXLAN",
+            ratio(tcp_entry(data, "vtepd", streams, "on" if data["options"].get("host_offloads") else "off"),
+                  tcp_entry(data, "kernel", streams, "on" if data["options"].get("host_offloads") else "off")),
+            ">=", 0.5)
+    for d in ("encap", "decap"):
+        v1, v2 = find_point(data, "vtepd", d, 64), find_point(data, "vtepd", d, 64, workers=2)
+        n1, n2 = find_point(data, "nullfwd", d, 64), find_point(data, "nullfwd", d, 64, workers=2)
+        out.append({"target": f"two workers vs one, {d}: vtepd 2w/1w, null forwarder 2w/1w, vtepd 2w / null 2w",
+                    "ratio": None, "shown": [ratio(zero_loss(v2), zero_loss(v1)), ratio(zero_loss(n2), zero_loss(n1)),
+                                             ratio(zero_loss(v2), zero_loss(n2))],
+                    "op": "shown", "bound": None, "met": None,
+                    "note": "both workers share the DUT CPU(s) given by --dut-cpus"})
+    return out
+
+
+def targets_text(data):
+    lines = []
+    for t in targets(data):
+        if t["op"] == "shown":
+            lines.append(f"  {t['target']}: " + ", ".join(_x(v) for v in t["shown"]))
+            continue
+        verdict = "n/a" if t["met"] is None else ("met" if t["met"] else "MISSED")
+        lines.append(f"  {t['target']}: {_x(t['ratio'])} (target {t['op']} {t['bound']}x): {verdict}"
+                     + (f" [{t['note']}]" if t["note"] else ""))
+    return "\n".join(lines)
+
+
+# -- RESULTS.md ----------------------------------------------------------------------------------
+
+def _md_table(head, body):
+    out = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in body]
+    return "\n".join(out)
+
+
+def _point_rows(data, predicate):
+    body = []
+    for r, p in zip(rows(data), data.get("points", [])):
+        if not predicate(p):
+            continue
+        if r["error"]:
+            body.append([r["setup"], r["direction"], r["size"], f"{r['flows']:,}", "failed: " + r["error"][:80],
+                         "", "", "", "", "", ""])
+            continue
+        body.append([r["setup"], r["direction"], r["size"], f"{r['flows']:,}",
+                     _fmt(r["kpps"]) + (" *" if r["bound"] == "generator" else ""), _fmt(r["mbits"], ".0f"),
+                     _fmt(r["kpps_05"]), _fmt(r["ceiling_kpps"]), _x(r["vs_null"]), _x(r["vs_kernel"]),
+                     _x(r["vs_ovs"])])
+    return body
+
+
+POINT_HEAD = ("system", "direction", "size (bytes)", "flows", "zero-loss kpps", "Mbit/s", "0.5%-loss kpps",
+              "generator max kpps", "vtepd / null", "vtepd / kernel", "vtepd / OVS")
+
+
+def results_md(data, plots_rel="plots"):
+    m, o = data["machine"], data["options"]
+    out = ["# System benchmark results", "",
+           "Generated by `perf/bench_system.py` from `build/bench-system.json`; regenerate with "
+           "`perf/bench_system.py report`. Do not edit by hand.", ""]
+    out += ["## Machine", "",
+            f"- CPU: {m.get('cpu')} ({m.get('cpus')} CPUs); kernel {m.get('kernel')}; Python {m.get('python')}",
+            f"- date: {data.get('started')}; git commit {m.get('git_commit')}"
+            + (" (with uncommitted changes)" if m.get("git_dirty") else ""),
+            f"- load average before/after: {_fmt(m.get('loadavg_start'), '.2f')} / "
+            f"{_fmt(data.get('loadavg_end'), '.2f')} "
+            "(the machine is shared: other work on it shows as noise)",
+            f"- run: `{data.get('command')}`; {data.get('seconds', 0) / 60:.1f} minutes"
+            + ("" if data.get("complete") else " (INCOMPLETE: the run stopped early)"), ""]
+    out += ["## Method", "",
+            "- Topology: namespaces A ─veth─ D ─veth─ U; the device under test in D between the access port "
+            "`acc` and the underlay port `ul` (MTU 1600). Encap: the generator sends inner frames from A into "
+            "`acc`, U counts tunnel packets; decap: the generator sends VXLAN packets (made with `vtepctl pcap "
+            "encap`) from U into `ul`, A counts inner frames. Addresses in 198.18.0.0/15.",
+            f"- CPUs: generator (and sink, ovsdb-server) on CPU {o['gen_cpus']}; the device under test on CPU "
+            f"{o['dut_cpus']} (taskset; OVS also pmd-cpu-mask). RPS steers the device's ingress veths to CPU "
+            f"{o['dut_cpus']} for {'every system' if o['rps'] == 'all' else 'the kernel reference only'}.",
+            "- Throughput: RFC 2544 — the highest offered rate with zero loss, searched on the rate "
+            f"(resolution {o['resolution'] * 100:g}% or {o['min_step'] / 1e3:g} kpps, or where the trial budget "
+            f"ran out), each trial {o['trial']:g} s; the answer must pass in a majority of {o['confirm']} trials "
+            "at that rate (their median loses nothing; it steps down otherwise), and its figure is their median "
+            "offered rate. Also the highest rate with at most 0.5% loss. Loss = frames the generator sent − the "
+            "sink veth's rx_packets growth, read 0.2 s after the trial. \"Generator max\" is the flat-out rate "
+            "with that device in place: the generator shares CPU 0 with the device's receive work, so it differs "
+            "by device. `*`: the device lost nothing there, so its true figure is higher.",
+            "- Frame sizes are inner Ethernet frames with FCS (a 64-byte frame is 60 bytes on a veth); tunnel "
+            "packets are 50 bytes longer. IMIX = 7:4:1 of 64, 594 and 1518-byte inner frames (mean 361.8). "
+            "Mbit/s counts inner frames.",
+            f"- Offloads: transmit checksum offload of the veths that feed vtepd: {o['offloads_used']}.", ""]
+    out += ["## Targets", "", _md_table(("target", "measured", "bound", "verdict", "note"), [
+        [t["target"], ", ".join(_x(v) for v in t["shown"]) if t["op"] == "shown" else _x(t["ratio"]),
+         "" if t["op"] == "shown" else f"{t['op']} {t['bound']}x",
+         "shown" if t["op"] == "shown" else ("n/a" if t["met"] is None else ("met" if t["met"] else "**missed**")),
+         t["note"]] for t in targets(data)]), ""]
+    sections = (
+        ("Throughput by frame size", lambda p: "size" in p["dimensions"]),
+        ("Flows (64 bytes)", lambda p: "flows" in p["dimensions"]),
+        ("FDB size (vtepd, 64 bytes, 65,536 flows)", lambda p: "fdb" in p["dimensions"]),
+        ("PVLAN (vtepd, 64 bytes; community port, remote MACs promiscuous)", lambda p: "pvlan" in p["dimensions"]),
+        ("Workers (64 bytes)", lambda p: "workers" in p["dimensions"]),
+    )
+    for title, pred in sections:
+        body = _point_rows(data, pred)
+        if body:
+            out += [f"## {title}", "", _md_table(POINT_HEAD, body), "",
+                    "`*` the generator's ceiling: nothing was lost at the highest rate it could offer.", ""]
+    if data.get("cpu"):
+        out += ["## CPU per packet at one common offered load", "",
+                "Offered load: 80% of the lower of the null forwarder's and vtepd's 64-byte zero-loss rates, "
+                "per direction, for every system. Process = user and system time of the device's process "
+                "(/proc/PID/stat); CPU = busy time of the device's CPU from /proc/stat (user+system+softirq+irq; "
+                "the only measure for the kernel, and it includes the sink's receive, which runs there).", "",
+                _md_table(("system", "direction", "offered kpps", "loss", "process user ns/pkt",
+                           "process system ns/pkt", "process ns/pkt", "DUT CPU ns/pkt"),
+                          [[LABELS.get(c["system"], c["system"]), c["direction"], _fmt(c.get("load", 0) / 1e3),
+                            "failed: " + c["error"][:60] if c.get("error") else f"{c['loss'] * 100:.3f}%",
+                            _fmt(c.get("user_ns_per_packet")), _fmt(c.get("system_ns_per_packet")),
+                            _fmt(c.get("process_ns_per_packet")), _fmt(c.get("dut_cpu_ns_per_packet"))]
+                           for c in data["cpu"]]), ""]
+    if data.get("latency"):
+        out += ["## One-way latency (64 bytes, stamped frames)", "",
+                "At 10, 50 and 90% of each system's own 64-byte zero-loss rate; vtep-gen stamps, vtep-sink "
+                "reads (same clock).", "",
+                _md_table(("system", "direction", "load", "offered kpps", "received", "p50 µs", "p90 µs", "p99 µs",
+                           "max µs"),
+                          [[LABELS.get(r["system"], r["system"]), r["direction"], f"{r['fraction'] * 100:.0f}%",
+                            _fmt(r.get("offered", 0) / 1e3)]
+                           + ([f"failed: {r['error'][:60]}", "", "", "", ""] if r.get("error") else
+                              [r.get("received")] + [_fmt((r["latency_ns"] or {}).get(k, None) and
+                                                          r["latency_ns"][k] / 1e3, ".1f")
+                                                     for k in ("p50", "p90", "p99", "max")])
+                           for r in data["latency"]]), ""]
+    if data.get("tcp"):
+        body = []
+        for t in data["tcp"]:
+            name = f"{LABELS.get(t['system'], t['system'])} (host offloads {t.get('offloads')})"
+            if t.get("error"):
+                body.append([name, "failed: " + t["error"][:80], "", "", ""])
+                continue
+            g = {r["streams"]: r for r in t.get("iperf3", [])}
+            body.append([name] + [_fmt(g.get(s, {}).get("gbit_s"), ".2f") for s in (1, 4)]
+                        + ["/".join(_fmt(t.get(k, {}).get("rtt_us", {}).get(p)) for p in ("p50", "p90", "p99"))
+                           for k in ("ping", "udp_rr")])
+        out += ["## TCP and round trips through the overlay", "",
+                "H1 ─ VTEP A ═ underlay veth ═ VTEP B ─ H2, vtepd on both ends or the kernel's VXLAN on both "
+                f"ends; iperf3 -t {o['tcp_seconds']}; ping (500 at 5 ms) and UDP request/response (5,000, one at a "
+                "time) round trips.", "",
+                _md_table(("VTEPs", "iperf3 1 stream Gbit/s", "iperf3 4 streams Gbit/s",
+                           "ping RTT p50/p90/p99 µs", "UDP RR RTT p50/p90/p99 µs"), body), ""]
+    out += ["## Plots", ""]
+    for name, what in (("throughput_kpps.png", "zero-loss throughput by frame size"),
+                       ("throughput_mbits.png", "the same in Mbit/s of inner frames"),
+                       ("latency.png", "one-way latency percentiles"), ("rtt.png", "round-trip percentiles")):
+        out.append(f"- {what}: ![{what}]({plots_rel}/{name})")
+    out.append("")
+    notes = data.get("notes", []) + [f"{k}: {n}" for k, s in data.get("systems", {}).items() for n in s["notes"]]
+    failures = data.get("failures", [])
+    if notes or failures:
+        out += ["## Notes and failures", ""] + [f"- {n}" for n in notes + failures] + [""]
+    out += ["## Exact commands", "", "Generator and sink (one line per kind; rate, pcap and duration vary):", "",
+            "```"] + data.get("tool_commands", []) + ["```", "", "Tunnel pcaps:", "", "```"] \
+        + data.get("pcap_commands", []) + ["```", ""]
+    for key, s in data.get("systems", {}).items():
+        out += [f"{key}:", "", "```"] + s["commands"] + ["```", ""]
+    for t in data.get("tcp", []):
+        out += [f"TCP topology, {t['system']} (host offloads {t.get('offloads')}):", "", "```"] \
+            + t.get("commands", []) + ["```", ""]
+    return "\n".join(out)
+
+
+# -- plots ---------------------------------------------------------------------------------------
+
+def plots(data, outdir):
+    """PNGs in "outdir"; the file names.  Needs matplotlib (pip install '.[perf]')."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    os.makedirs(outdir, exist_ok=True)
+    made = []
+    systems = [s for s in SYSTEM_ORDER if any(p["system"] == s for p in data.get("points", []))]
+    for unit, name in (("kpps", "throughput_kpps.png"), ("Mbit/s", "throughput_mbits.png")):
+        fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+        for ax, d in zip(axes, ("encap", "decap")):
+            for s in systems:
+                xs, ys = [], []
+                for i, size in enumerate(SIZES):
+                    z = zero_loss(find_point(data, s, d, size))
+                    if z is not None:
+                        xs.append(i)
+                        ys.append(z / 1e3 if unit == "kpps" else mbits(z, size))
+                if xs:
+                    ax.plot(xs, ys, marker="o", label=LABELS[s])
+            ax.set_xticks(range(len(SIZES)), [str(s) for s in SIZES])
+            ax.set_xlabel("inner frame size (bytes, with FCS)")
+            ax.set_title(f"{d}: zero-loss throughput")
+            ax.grid(alpha=0.3)
+        axes[0].set_ylabel(unit)
+        axes[0].legend(fontsize=8)
+        fig.suptitle(f"vtep system benchmark, {data['machine'].get('cpu')}, {data.get('started', '')[:10]}",
+                     fontsize=9)
+        fig.tight_layout()
+        fig.savefig(os.path.join(outdir, name), dpi=100)
+        plt.close(fig)
+        made.append(name)
+
+    lat = [r for r in data.get("latency", []) if not r.get("error") and r.get("latency_ns")]
+    if lat:
+        fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+        for ax, d in zip(axes, ("encap", "decap")):
+            rs = [r for r in lat if r["direction"] == d]
+            labels = [f"{r['system']}\n{r['fraction'] * 100:.0f}%" for r in rs]
+            for j, pct in enumerate(("p50", "p90", "p99")):
+                ax.bar([i + (j - 1) * 0.27 for i in range(len(rs))],
+                       [r["latency_ns"][pct] / 1e3 for r in rs], width=0.27, label=pct)
+            ax.set_xticks(range(len(rs)), labels, fontsize=7)
+            ax.set_yscale("log")
+            ax.set_title(f"{d}: one-way latency at 10/50/90% of zero-loss rate")
+            ax.grid(alpha=0.3, axis="y")
+        axes[0].set_ylabel("µs")
+        axes[0].legend()
+        fig.tight_layout()
+        fig.savefig(os.path.join(outdir, "latency.png"), dpi=100)
+        plt.close(fig)
+        made.append("latency.png")
+
+    tcp = [t for t in data.get("tcp", []) if not t.get("error") and t.get("ping")]
+    if tcp:
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+        for ax, key in zip(axes, ("ping", "udp_rr")):
+            labels = [f"{t['system']}\noffl. {t.get('offloads')}" for t in tcp]
+            for j, pct in enumerate(("p50", "p90", "p99")):
+                ax.bar([i + (j - 1) * 0.27 for i in range(len(tcp))], [t[key]["rtt_us"][pct] or 0 for t in tcp],
+                       width=0.27, label=pct)
+            ax.set_xticks(range(len(tcp)), labels, fontsize=8)
+            ax.set_title(f"{'ping' if key == 'ping' else 'UDP request/response'} round trip, H1 to H2")
+            ax.set_ylabel("µs")
+            ax.grid(alpha=0.3, axis="y")
+        axes[0].legend()
+        fig.tight_layout()
+        fig.savefig(os.path.join(outdir, "rtt.png"), dpi=100)
+        plt.close(fig)
+        made.append("rtt.png")
+    return made
+
+
+def now():
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def machine(root):
+    """CPU model, CPUs, kernel, Python, date, git commit of "root", load average."""
+    def run(*cmd):
+        try:
+            return subprocess.run(cmd, cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            return None
+
+    cpu = None
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {"cpu": cpu, "cpus": os.cpu_count(), "kernel": platform.release(), "python": platform.python_version(),
+            "date": now(), "git_commit": run("git", "rev-parse", "HEAD"),
+            "git_dirty": bool(run("git", "status", "--porcelain", "--untracked-files=no")),
+            "loadavg_start": os.getloadavg()[0]}
