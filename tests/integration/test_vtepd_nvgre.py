@@ -227,7 +227,8 @@ def test_two_vtepds_ping_and_nvgre_on_the_wire(pair):
         assert key >> 8 == VSID, where
         # Transparent Ethernet bridging: tshark found an Ethernet frame inside.
         assert len(r["eth.type"]) == 2, where
-        if r["udp.dstport"] == ["9"]:
+        # H1's datagrams, not H2's ICMP port unreachable that quote them.
+        if r[f"{outer}.src"][0] == ip1 and r["udp.dstport"] == ["9"]:
             flow_ids[int(r["udp.srcport"][0])].add(key & 0xff)
     icmp = [r for r in gre if r["icmp.type"]]
     assert len(icmp) >= 2 * (1 + 3 + 3 + 1), f"{len(icmp)} ICMP echoes captured"
