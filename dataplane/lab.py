@@ -308,20 +308,26 @@ _TUNNEL_GSO = ("tx-udp_tnl-segmentation", "tx-udp_tnl-csum-segmentation")
 def no_tunnel_segmentation(namespace, ifname):
     """Segmentation offload of tunnel packets off on veth "ifname" of a local
     kernel VTEP that talks to vtepd (`ethtool -K IFNAME tx-udp_tnl-segmentation
-    off tx-udp_tnl-csum-segmentation off`, through pyroute2).  Left on, the
-    kernel hands the veth one 64 KiB VXLAN super-packet per TCP burst, which
-    AF_PACKET's virtio-net header cannot describe (it has no UDP-tunnel GSO
-    type); a VXLAN packet from a NIC is never one.  The kernel then segments
-    them itself; the inner checksums it leaves unfinished vtepd finishes.
-    (ethtool's ioctl runs in the calling thread's namespace: push and pop.)"""
+    off tx-udp_tnl-csum-segmentation off`).  Left on, the kernel hands the veth
+    one 64 KiB VXLAN super-packet per TCP burst, which AF_PACKET's virtio-net
+    header cannot describe (it has no UDP-tunnel GSO type); a VXLAN packet from
+    a NIC is never one.  The kernel then segments them itself; the inner
+    checksums it leaves unfinished vtepd finishes."""
+    set_offloads(namespace, ifname, _TUNNEL_GSO, False)
+
+
+def set_offloads(namespace, ifname, names, enable):
+    """Turn the ethtool features "names" (those the link has) of "ifname" in
+    "namespace" on or off, through pyroute2 (ethtool's ioctl runs in the
+    calling thread's namespace, hence the push and pop)."""
     netns.pushns(namespace)
     try:
         tool = Ethtool()
         try:
             features = tool.get_features(ifname)
-            for name in _TUNNEL_GSO:
+            for name in names:
                 if name in features.features:
-                    features.features[name].enable = False
+                    features.features[name].enable = enable
             tool.set_features(ifname, features)
         finally:
             tool.close()

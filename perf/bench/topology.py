@@ -15,7 +15,8 @@ import sys
 import time
 
 from pyroute2 import NetNS, netns
-from pyroute2.ethtool import Ethtool
+
+from dataplane.lab import set_offloads
 
 IFA_F_NODAD = 0x02
 NUD_PERMANENT = 0x80
@@ -90,21 +91,8 @@ class Ns:
 
     def tx_checksum(self, ifname, enable):
         """Transmit checksum offload (and with it TSO) on or off: `ethtool -K
-        IFNAME tx on|off` (ethtool's ioctl works in the calling thread's
-        namespace, hence the push and pop)."""
-        netns.pushns(self.name)
-        try:
-            tool = Ethtool()
-        finally:
-            netns.popns()
-        try:
-            features = tool.get_features(ifname)
-            for name in TX_CHECKSUM:
-                if name in features.features:
-                    features.features[name].enable = enable
-            tool.set_features(ifname, features)
-        finally:
-            tool.close()
+        IFNAME tx on|off`."""
+        set_offloads(self.name, ifname, TX_CHECKSUM, enable)
 
     # -- /proc/sys and /sys -------------------------------------------------------------------
 

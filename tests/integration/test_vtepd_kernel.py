@@ -20,7 +20,6 @@ import subprocess
 import time
 
 import pytest
-from pyroute2 import netns
 
 from dataplane.lab import no_tunnel_segmentation
 
