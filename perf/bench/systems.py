@@ -104,6 +104,11 @@ class NullFwd(System):
 
     def __init__(self, lab, tag, opts, workers=1):
         super().__init__(lab, tag, opts)
+        # It copies frames as they are, tunnel packets too: the access side
+        # must carry the underlay's MTU (a frame too big for a link would
+        # stop its TX ring for good).
+        for ns, ifname in ((self.a, "a0"), (self.d, "acc")):
+            ns.ipr.link("set", index=ns.index(ifname), mtu=UNDERLAY_MTU)
         self.workers = workers
         self.proc = None
         self.result = None

@@ -203,3 +203,10 @@ def test_table_and_results_md_show_the_figures():
     assert "500.0" in md and "Do not edit by hand" in md
     assert report.mbits(1e6, 64) == pytest.approx(512.0)
     assert report.mbits(1e3, "imix") == pytest.approx(1e3 * frames.mean_size("imix") * 8 / 1e6)
+
+
+def test_the_half_percent_rate_is_never_below_the_zero_loss_rate():
+    p = point("vtepd", "encap", 100)
+    p["bounded_loss"]["offered"] = 90e3          # its own search ended lower
+    assert report.bounded(p) == 100e3
+    assert report.bounded(dict(p, error="start failed")) is None
