@@ -29,6 +29,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path[:0] = [HERE, ROOT]
 
+import machine  # noqa: E402
 from bench import frames, plan, report, search, systems, tcp, topology, trials  # noqa: E402
 
 LATENCY_FRACTIONS = (0.1, 0.5, 0.9)
@@ -103,8 +104,8 @@ class Runner:
         self.t0 = time.monotonic()
         self.checked = {}
         self.data = {
-            "version": 1, "complete": False, "started": report.now(), "command": shlex.join(sys.argv),
-            "machine": report.machine(ROOT), "options": {
+            "version": 1, "complete": False, "started": machine.now(), "command": shlex.join(sys.argv),
+            "machine": machine.describe(ROOT), "options": {
                 "quick": args.quick, "trial": args.trial, "confirm": args.confirm, "resolution": args.resolution,
                 "min_step": args.min_step, "gen_cpus": args.gen_cpus, "dut_cpus": args.dut_cpus, "rps": args.rps,
                 "offloads_used": how, "host_offloads": on, "tcp_seconds": args.tcp_seconds,
@@ -371,7 +372,7 @@ class Runner:
         if not a.no_tcp:
             self.tcp(names)
         self.data["complete"] = True
-        self.data["finished"] = report.now()
+        self.data["finished"] = machine.now()
         self.data["loadavg_end"] = os.getloadavg()[0]
         self.save()
 

@@ -10,43 +10,19 @@ medians and the ratio engine/C of one report, not figures from different runs.
 
     .venv/bin/python perf/report.py --c-driver build/micro --json build/bench.json [--quick]"""
 import argparse
-import datetime
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
 
+import machine
 import micro_engine
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 ACCEPTANCE = ("tx", 32, 10000, 50.0)  # scenario, batch, FDB size, C median ns/pkt at most
-
-
-def machine():
-    def run(*cmd):
-        try:
-            return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-        except (OSError, subprocess.CalledProcessError):
-            return None
-
-    cpu = None
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return {
-        "cpu": cpu, "cpus": os.cpu_count(), "kernel": platform.release(),
-        "python": platform.python_version(), "cc": (run("cc", "--version") or "").split("\n")[0],
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "git_commit": run("git", "rev-parse", "HEAD"),
-        "git_dirty": bool(run("git", "status", "--porcelain", "--untracked-files=no")),
-        "loadavg_start": os.getloadavg()[0],
-    }
 
 
 def c_driver(path, scenarios, fdbs, batches, reps, min_time, pool, layout="worker"):
@@ -128,7 +104,7 @@ def main():
     fdbs = [int(x) for x in (a.fdb or ("10000" if a.quick else "100,10000,1000000")).split(",")]
     batches = [int(x) for x in a.batch.split(",")]
 
-    info = machine()
+    info = machine.describe(ROOT)
     t0 = time.monotonic()
     print(f"vtep micro-benchmark: {info['cpu']}, {info['cpus']} CPUs, load {info['loadavg_start']:.2f}, "
           f"{info['date']}, commit {(info['git_commit'] or '?')[:12]}{' (dirty)' if info['git_dirty'] else ''}",

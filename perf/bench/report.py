@@ -1,10 +1,7 @@
 """Everything a person reads, made from the JSON of a run and nothing else:
 the table on stdout, perf/RESULTS.md and the PNG plots.  No figure is ever
 typed by hand: `perf/bench_system.py report` regenerates all three."""
-import datetime
 import os
-import platform
-import subprocess
 
 from .frames import SIZES, mean_size
 from .search import ratio
@@ -413,26 +410,3 @@ def plots(data, outdir):
         made.append("rtt.png")
     return made
 
-
-def now():
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-
-
-def machine(root):
-    """CPU model, CPUs, kernel, Python, date, git commit of "root", load average."""
-    def run(*cmd):
-        try:
-            return subprocess.run(cmd, cwd=root, capture_output=True, text=True, check=True).stdout.strip()
-        except (OSError, subprocess.CalledProcessError):
-            return None
-
-    cpu = None
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return {"cpu": cpu, "cpus": os.cpu_count(), "kernel": platform.release(), "python": platform.python_version(),
-            "date": now(), "git_commit": run("git", "rev-parse", "HEAD"),
-            "git_dirty": bool(run("git", "status", "--porcelain", "--untracked-files=no")),
-            "loadavg_start": os.getloadavg()[0]}
