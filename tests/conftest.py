@@ -4,6 +4,8 @@ import os
 
 import pytest
 
+from .reliability import measured, pytest_runtest_makereport, pytest_sessionfinish  # noqa: F401
+
 
 def pytest_collection_modifyitems(config, items):
     if os.geteuid() == 0:
