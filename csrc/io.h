@@ -31,6 +31,7 @@ struct vtep_io {
     uint8_t *rx_ring, *tx_ring;
     uint32_t tx_head;
     uint32_t tx_queued;       /* slots filled and not yet handed to the kernel */
+    uint32_t max_frame;       /* AF_PACKET: the link's MTU + Ethernet header, when opened */
     uint8_t flush_due;        /* on its loop's list of handles to flush */
     /* TAP: one buffer per frame of a burst. */
     uint8_t *bufs;
@@ -58,7 +59,7 @@ VTEP_INLINE void vtep_io_rx_done(vtep_io_t *io)
 }
 
 /* Queue "hdr" then "data" as one frame.  0, -ENOBUFS (no free slot) or
- * -EMSGSIZE (larger than a slot). */
+ * -EMSGSIZE (larger than a slot, or than an AF_PACKET link's MTU). */
 VTEP_INLINE int vtep_io_tx(vtep_io_t *io, const uint8_t *hdr, uint32_t hdr_len, const uint8_t *data,
                            uint32_t len)
 {

@@ -13,6 +13,7 @@
 #include <net/ethernet.h>
 #include <net/if.h>
 #include <stdlib.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -141,6 +142,16 @@ static int afpacket_setup(vtep_io_t *io, const vtep_afpacket_params_t *p)
         || (p->offload && (rc = setopt_int(io->fd, SOL_PACKET, PACKET_VNET_HDR, 1))))
         return rc;
     io->vnet = p->offload;
+    /* A frame too long for the link stops the kernel's walk of the TX ring
+     * at its slot (TP_STATUS_WRONG_FORMAT) until we come round to that slot
+     * again: check lengths here and count, and let PACKET_LOSS make the
+     * kernel skip any that still get through (the MTU changed since). */
+    struct ifreq ifr = {.ifr_ifindex = ifindex};
+    if (!if_indextoname((unsigned)ifindex, ifr.ifr_name) || ioctl(io->fd, SIOCGIFMTU, &ifr) < 0)
+        return -errno;
+    io->max_frame = (uint32_t)ifr.ifr_mtu + ETHER_HDR_LEN;
+    if ((rc = setopt_int(io->fd, SOL_PACKET, PACKET_LOSS, 1)))
+        return rc;
 
     io->frame_size = p->frame_size ? p->frame_size : 2048;
     io->frames = p->frames ? p->frames : 1024;
@@ -269,7 +280,7 @@ VTEP_INLINE int tx_slot_free(struct tpacket2_hdr *h)
 int vtep_afpacket_tx(vtep_io_t *io, const uint8_t *hdr, uint32_t hdr_len, const uint8_t *data, uint32_t len)
 {
     uint32_t vnet = io->vnet ? VTEP_VNET_HDR_LEN : 0;
-    if (vtep_unlikely(vnet + hdr_len + len > io->frame_size - TX_DATA_OFFSET))
+    if (vtep_unlikely(vnet + hdr_len + len > io->frame_size - TX_DATA_OFFSET || hdr_len + len > io->max_frame))
         return -EMSGSIZE;
     struct tpacket2_hdr *h = tx_slot(io, io->tx_head);
     if (vtep_unlikely(!tx_slot_free(h)) && io->tx_queued) {

@@ -14,7 +14,7 @@
  *
  * Runs until SIGTERM or SIGINT, then prints one JSON line on stdout: frames
  * forwarded (queued for TX), dropped (no free TX slot, or too big for a
- * slot), and kernel_drops (lost because one of our RX rings was full).
+ * slot or for the outgoing link's MTU), and kernel_drops (lost because one of our RX rings was full).
  * "ready" on stderr once every handle is open and every thread runs. */
 #include <errno.h>
 #include <getopt.h>

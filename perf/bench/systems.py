@@ -9,7 +9,9 @@ from u0 into the underlay port ul and A counts inner frames on a0.  Neither
 a0 nor u0 has an address (nothing answers); D has a permanent neighbour
 entry for the remote VTEP 198.18.0.2 with u0's MAC, so nobody ARPs.  The
 underlay veth has MTU 1600, so 1518-byte inner frames fit after 50 bytes of
-VXLAN.  The device's processes run on "dut_cpus" (taskset).
+VXLAN.  The device's processes run on "dut_cpus" (taskset); vtepd's worker
+threads only, its Python thread (control socket, housekeeping) on "gen_cpus",
+so that it never preempts a worker.
 
 - nullfwd: build/nullfwd between acc and ul (copies frames both ways as they are);
 - vtepd: one segment (VNI 5000, remote 198.18.0.2), acc an AF_PACKET port;
@@ -31,7 +33,7 @@ import time
 from dataplane import control
 
 from . import frames
-from .topology import cpu_mask, wait_for
+from .topology import cpu_mask, pin_threads, wait_for
 from .trials import Path, wait_ready
 
 LOCAL, REMOTE, PREFIXLEN = "198.18.0.1", "198.18.0.2", 24
@@ -105,8 +107,7 @@ class NullFwd(System):
     def __init__(self, lab, tag, opts, workers=1):
         super().__init__(lab, tag, opts)
         # It copies frames as they are, tunnel packets too: the access side
-        # must carry the underlay's MTU (a frame too big for a link would
-        # stop its TX ring for good).
+        # must carry the underlay's MTU (a frame too big for a link is dropped).
         for ns, ifname in ((self.a, "a0"), (self.d, "acc")):
             ns.ipr.link("set", index=ns.index(ifname), mtu=UNDERLAY_MTU)
         self.workers = workers
@@ -201,6 +202,9 @@ segment = "bench"
                     continue
         finally:
             notify.close()
+        threads = pin_threads(self.proc.pid, "vtep-worker", self.opts.dut_cpus, self.opts.gen_cpus)
+        self.commands.append(f"vtep-worker threads on CPU {self.opts.dut_cpus}, the others on CPU "
+                             f"{self.opts.gen_cpus} (sched_setaffinity per thread): {threads}")
         if not wait_for(lambda: all(r["next_hop"] for r in self.ctl("show-remotes")), 10):
             raise RuntimeError(f"vtepd: remote not resolved: {self.ctl('show-remotes')}")
         self.load_fdb()

@@ -27,17 +27,33 @@ NAME_BASE = "vtb"    # namespaces are vtb<pid>-<role>
 TX_CHECKSUM = ("tx-checksum-ip-generic", "tx-checksum-ipv4", "tx-checksum-ipv6", "tx-checksum-sctp")
 
 
+def cpu_set(cpus):
+    """"1" -> {1}, "0,2-3" -> {0, 2, 3}: a taskset-style CPU list."""
+    out = set()
+    for cpu in str(cpus).split(","):
+        first, _, last = cpu.partition("-")
+        out.update(range(int(first), int(last or first) + 1))
+    return out
+
+
 def cpu_mask(cpus):
     """"1" -> "2", "0,1" -> "3": the hex mask of a taskset-style CPU list."""
-    mask = 0
-    for cpu in str(cpus).split(","):
-        if "-" in cpu:
-            first, last = map(int, cpu.split("-"))
-            for c in range(first, last + 1):
-                mask |= 1 << c
-        else:
-            mask |= 1 << int(cpu)
-    return f"{mask:x}"
+    return f"{sum(1 << c for c in cpu_set(cpus)):x}"
+
+
+def pin_threads(pid, name, cpus, other_cpus):
+    """Threads of "pid" called "name" on "cpus", the rest on "other_cpus";
+    returns {thread name: count}."""
+    seen = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                comm = f.read().strip()
+            os.sched_setaffinity(int(tid), cpu_set(cpus if comm == name else other_cpus))
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # the thread ended meanwhile
+        seen[comm] = seen.get(comm, 0) + 1
+    return seen
 
 
 def remove_stale():

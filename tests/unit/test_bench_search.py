@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "perf"))
 
-from bench import frames, plan, report, search  # noqa: E402
+from bench import frames, plan, report, search, topology  # noqa: E402
 
 
 def device(capacity, noise=None):
@@ -210,3 +210,20 @@ def test_the_half_percent_rate_is_never_below_the_zero_loss_rate():
     p["bounded_loss"]["offered"] = 90e3          # its own search ended lower
     assert report.bounded(p) == 100e3
     assert report.bounded(dict(p, error="start failed")) is None
+
+
+def test_cpu_lists_read_as_taskset_reads_them():
+    assert topology.cpu_set("1") == {1}
+    assert topology.cpu_set("0,2-3") == {0, 2, 3}
+    assert topology.cpu_mask("0,1") == "3" and topology.cpu_mask("2-3") == "c"
+
+
+def test_only_the_named_threads_go_to_the_measured_cpus():
+    """This process's own threads: the main one is "pytest" or "python"."""
+    allowed = os.sched_getaffinity(0)
+    cpu = min(allowed)
+    try:
+        seen = topology.pin_threads(os.getpid(), "no-such-thread", str(cpu + 64), str(cpu))
+        assert sum(seen.values()) >= 1 and os.sched_getaffinity(0) == {cpu}
+    finally:
+        os.sched_setaffinity(0, allowed)
