@@ -31,7 +31,8 @@ struct vtep_io {
     uint8_t *rx_ring, *tx_ring;
     uint32_t tx_head;
     uint32_t tx_queued;       /* slots filled and not yet handed to the kernel */
-    uint32_t max_frame;       /* AF_PACKET: the link's MTU + Ethernet header, when opened */
+    int ifindex;              /* AF_PACKET: the link */
+    uint32_t max_frame;       /* AF_PACKET: the link's MTU + Ethernet header (vtep_io_read_mtu) */
     uint8_t flush_due;        /* on its loop's list of handles to flush */
     /* TAP: one buffer per frame of a burst. */
     uint8_t *bufs;
@@ -76,5 +77,7 @@ VTEP_INLINE void vtep_io_flush(vtep_io_t *io)
 /* Frames the kernel dropped because the RX ring was full, since the last
  * call (AF_PACKET; 0 for TAP). */
 uint32_t vtep_io_kernel_drops(vtep_io_t *io);
+/* Reads the link's MTU again (AF_PACKET), for the TX length check. */
+void vtep_io_read_mtu(vtep_io_t *io);
 
 #endif

@@ -128,6 +128,21 @@ static int ring_req(struct tpacket_req *req, uint32_t *frame_size, uint32_t *fra
     return 0;
 }
 
+static int read_max_frame(vtep_io_t *io)
+{
+    struct ifreq ifr = {.ifr_ifindex = io->ifindex};
+    if (!if_indextoname((unsigned)io->ifindex, ifr.ifr_name) || ioctl(io->fd, SIOCGIFMTU, &ifr) < 0)
+        return -errno;
+    io->max_frame = (uint32_t)ifr.ifr_mtu + ETHER_HDR_LEN;
+    return 0;
+}
+
+void vtep_io_read_mtu(vtep_io_t *io)
+{
+    if (io->kind == VTEP_IO_AFPACKET)
+        (void)read_max_frame(io);  /* the link is gone: TX fails anyway */
+}
+
 static int afpacket_setup(vtep_io_t *io, const vtep_afpacket_params_t *p)
 {
     int rc, ifindex = (int)if_nametoindex(p->ifname);
@@ -144,13 +159,10 @@ static int afpacket_setup(vtep_io_t *io, const vtep_afpacket_params_t *p)
     io->vnet = p->offload;
     /* A frame too long for the link stops the kernel's walk of the TX ring
      * at its slot (TP_STATUS_WRONG_FORMAT) until we come round to that slot
-     * again: check lengths here and count, and let PACKET_LOSS make the
-     * kernel skip any that still get through (the MTU changed since). */
-    struct ifreq ifr = {.ifr_ifindex = ifindex};
-    if (!if_indextoname((unsigned)ifindex, ifr.ifr_name) || ioctl(io->fd, SIOCGIFMTU, &ifr) < 0)
-        return -errno;
-    io->max_frame = (uint32_t)ifr.ifr_mtu + ETHER_HDR_LEN;
-    if ((rc = setopt_int(io->fd, SOL_PACKET, PACKET_LOSS, 1)))
+     * again: lengths are checked here (and counted), and PACKET_LOSS makes
+     * the kernel skip any that still get through (an MTU not yet re-read). */
+    io->ifindex = ifindex;
+    if ((rc = read_max_frame(io)) || (rc = setopt_int(io->fd, SOL_PACKET, PACKET_LOSS, 1)))
         return rc;
 
     io->frame_size = p->frame_size ? p->frame_size : 2048;
