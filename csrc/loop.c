@@ -249,18 +249,22 @@ static uint32_t run_burst(vtep_loop_t *l, vtep_io_t *io, uint32_t port, uint32_t
     return n + oversize;
 }
 
-/* The kernel's RX ring drops, once a second: a getsockopt per handle. */
-static void read_kernel_drops(vtep_loop_t *l, uint32_t now)
+/* Once a second, the links: the kernel's RX ring drops and the MTU (a
+ * getsockopt and an ioctl per handle). */
+static void read_links(vtep_loop_t *l, uint32_t now)
 {
     if (now == l->stats_at)
         return;
     l->stats_at = now;
-    if (l->underlay)
+    if (l->underlay) {
         VTEP_COUNTER_ADD(vtep_underlay_block(l->w)->drops[VTEP_DROP_RING_FULL], vtep_io_kernel_drops(l->underlay));
+        vtep_io_read_mtu(l->underlay);
+    }
     for (uint32_t i = 0; i < l->n_active; i++) {
         uint32_t port = l->active[i];
         VTEP_COUNTER_ADD(vtep_port_block(l->w, port)->drops[VTEP_DROP_RING_FULL],
                          vtep_io_kernel_drops(l->ports[port]));
+        vtep_io_read_mtu(l->ports[port]);
     }
 }
 
@@ -286,7 +290,7 @@ static void *loop_main(void *arg)
             got += run_burst(l, l->ports[l->active[i]], l->active[i], now);
         if (got)
             continue;
-        read_kernel_drops(l, now);
+        read_links(l, now);
         if (poll(l->pfds, l->n_pfds, POLL_MS) > 0 && (l->pfds[0].revents & POLLIN)) {
             uint64_t v;
             if (read(l->w->wake_fd, &v, sizeof v) < 0) {
