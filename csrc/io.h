@@ -19,10 +19,9 @@ struct vtep_io {
     int kind;
     int fd;
     uint8_t vnet;             /* frames carry a virtio-net header (offload.h) */
-    uint32_t frame_size;      /* TX slot, or TAP buffer */
+    uint32_t frame_size;      /* AF_PACKET RX and TX slot, or TAP buffer */
     uint32_t frames;          /* TX slots, or TAP buffers */
-    uint32_t rx_frame_size;   /* AF_PACKET RX slot */
-    uint32_t rx_frames;
+    uint32_t rx_frames;       /* AF_PACKET RX slots */
     uint32_t rx_head;         /* next RX slot to look at */
     uint32_t rx_lent;         /* slots lent by the last vtep_io_rx() */
     /* AF_PACKET: the two rings, one mapping. */
@@ -34,7 +33,9 @@ struct vtep_io {
     int ifindex;              /* AF_PACKET: the link */
     uint32_t max_frame;       /* AF_PACKET: the link's MTU + Ethernet header (vtep_io_read_mtu) */
     uint8_t flush_due;        /* on its loop's list of handles to flush */
-    /* TAP: one buffer per frame of a burst. */
+    /* TAP: one buffer per frame of a burst.  AF_PACKET: one buffer for a
+     * frame too big for an RX slot, which the kernel queues on the socket
+     * (TP_STATUS_COPY). */
     uint8_t *bufs;
 };
 
@@ -45,8 +46,8 @@ void vtep_afpacket_flush(vtep_io_t *io);
 uint32_t vtep_tap_rx(vtep_io_t *io, vtep_pkt_t *pkts, uint32_t max, uint32_t *oversize);
 int vtep_tap_tx(vtep_io_t *io, const uint8_t *hdr, uint32_t hdr_len, const uint8_t *data, uint32_t len);
 
-/* Lends up to "max" received frames in "pkts"; frames too big for a slot
- * are given back at once and counted in "*oversize".  Returns how many. */
+/* Lends up to "max" received frames in "pkts"; frames too big to take are
+ * given back at once and counted in "*oversize".  Returns how many. */
 VTEP_INLINE uint32_t vtep_io_rx(vtep_io_t *io, vtep_pkt_t *pkts, uint32_t max, uint32_t *oversize)
 {
     return io->kind == VTEP_IO_AFPACKET ? vtep_afpacket_rx(io, pkts, max, oversize)

@@ -22,9 +22,14 @@
 
 /* Where a TX frame's data starts in its slot (after the aligned header). */
 #define TX_DATA_OFFSET TPACKET_ALIGN(sizeof(struct tpacket2_hdr))
-/* RX ring with offloads: 256 slots of 68 KB (17 MB), room for a 64 KB
- * super-frame, its virtio-net header and the ring's own header. */
-enum { OFFLOAD_RX_FRAME = 65536 + 4096, OFFLOAD_RX_FRAMES = 256 };
+/* Slots hold MTU-sized frames; a longer one (a 64 KB GSO super-frame with
+ * offloads, a jumbo frame) comes through the socket's receive queue
+ * instead (PACKET_COPY_THRESH), read into a buffer of COPY_MAX bytes, with
+ * a receive buffer of COPY_RCVBUF for those waiting their turn.  So the
+ * ring can be deep in frames (RX_FRAMES: milliseconds of line rate, which
+ * rides out this machine's scheduling stalls) and small in bytes (8 MB of
+ * 2 KB slots). */
+enum { RX_FRAMES = 4096, TX_FRAMES = 1024, COPY_MAX = 65536 + 4096, COPY_RCVBUF = 4 << 20 };
 
 /* Classic BPF with symbolic jump targets: NEXT, ACCEPT and DROP are resolved
  * by bpf_finish(), which appends the two returns. */
@@ -166,12 +171,17 @@ static int afpacket_setup(vtep_io_t *io, const vtep_afpacket_params_t *p)
         return rc;
 
     io->frame_size = p->frame_size ? p->frame_size : 2048;
-    io->frames = p->frames ? p->frames : 1024;
-    /* With offloads a received frame may be a 64 KB super-frame. */
-    io->rx_frame_size = p->offload ? OFFLOAD_RX_FRAME : io->frame_size;
-    io->rx_frames = p->offload ? OFFLOAD_RX_FRAMES : io->frames;
+    io->frames = p->frames ? p->frames : TX_FRAMES;
+    io->rx_frames = p->frames ? p->frames : RX_FRAMES;
+    if (!(io->bufs = malloc(COPY_MAX)))
+        return -ENOMEM;
+    if ((rc = setopt_int(io->fd, SOL_PACKET, PACKET_COPY_THRESH, 1))
+        || (setopt_int(io->fd, SOL_SOCKET, SO_RCVBUFFORCE, COPY_RCVBUF)
+            && (rc = setopt_int(io->fd, SOL_SOCKET, SO_RCVBUF, COPY_RCVBUF))))
+        return rc;
+    uint32_t rx_frame_size = io->frame_size;
     struct tpacket_req rx, tx;
-    if ((rc = ring_req(&rx, &io->rx_frame_size, &io->rx_frames))
+    if ((rc = ring_req(&rx, &rx_frame_size, &io->rx_frames))
         || (rc = ring_req(&tx, &io->frame_size, &io->frames))
         || (rc = setopt(io->fd, SOL_PACKET, PACKET_RX_RING, &rx, sizeof rx))
         || (rc = setopt(io->fd, SOL_PACKET, PACKET_TX_RING, &tx, sizeof tx)))
@@ -238,7 +248,7 @@ void vtep_io_close(vtep_io_t *io)
 
 VTEP_INLINE struct tpacket2_hdr *rx_slot(const vtep_io_t *io, uint32_t i)
 {
-    return (struct tpacket2_hdr *)(io->rx_ring + (size_t)(i & (io->rx_frames - 1)) * io->rx_frame_size);
+    return (struct tpacket2_hdr *)(io->rx_ring + (size_t)(i & (io->rx_frames - 1)) * io->frame_size);
 }
 
 VTEP_INLINE struct tpacket2_hdr *tx_slot(const vtep_io_t *io, uint32_t i)
@@ -246,22 +256,44 @@ VTEP_INLINE struct tpacket2_hdr *tx_slot(const vtep_io_t *io, uint32_t i)
     return (struct tpacket2_hdr *)(io->tx_ring + (size_t)(i & (io->frames - 1)) * io->frame_size);
 }
 
+/* The whole of a frame too big for its slot, from the receive queue (in
+ * the ring's order): its length, with "*data" at its Ethernet header (after
+ * the virtio-net header, where vnet_take looks for it); 0 if it did not fit. */
+static uint32_t take_copy(vtep_io_t *io, uint8_t **data)
+{
+    ssize_t got = recv(io->fd, io->bufs, COPY_MAX, MSG_DONTWAIT | MSG_TRUNC);
+    uint32_t vnet = io->vnet ? VTEP_VNET_HDR_LEN : 0;
+    if (got <= (ssize_t)vnet || got > COPY_MAX)
+        return 0;
+    *data = io->bufs + vnet;
+    return (uint32_t)got - vnet;
+}
+
 uint32_t vtep_afpacket_rx(vtep_io_t *io, vtep_pkt_t *pkts, uint32_t max, uint32_t *oversize)
 {
-    uint32_t n = 0, lent = 0;
+    uint32_t n = 0, lent = 0, copied = 0;
     while (n < max && lent < io->rx_frames) {
         struct tpacket2_hdr *h = rx_slot(io, io->rx_head + lent);
         uint32_t status = __atomic_load_n(&h->tp_status, __ATOMIC_ACQUIRE);
         if (!(status & TP_STATUS_USER))
             break;
+        uint8_t *data = (uint8_t *)h + h->tp_mac;
+        uint32_t len = h->tp_snaplen;
+        if (vtep_unlikely(status & TP_STATUS_COPY)) {
+            if (copied)
+                break;  /* one buffer: the next copy waits for the next burst */
+            copied = 1;
+            len = take_copy(io, &data);
+        } else if (vtep_unlikely(len < h->tp_len)) {
+            len = 0;  /* no room for a copy on the socket either */
+        }
         lent++;
-        if (vtep_unlikely(h->tp_snaplen < h->tp_len)) {
+        if (vtep_unlikely(!len)) {
             ++*oversize;
             continue;
         }
-        uint8_t *data = (uint8_t *)h + h->tp_mac;
         vtep_pkt_t *p = &pkts[n];
-        *p = (vtep_pkt_t){.data = data, .len = h->tp_snaplen};
+        *p = (vtep_pkt_t){.data = data, .len = len};
         if (io->vnet && vtep_unlikely(!vtep_vnet_take(p, data - VTEP_VNET_HDR_LEN))) {
             ++*oversize;  /* a kind of super-frame vtep cannot cut: too big to send as it is */
             continue;

@@ -198,7 +198,7 @@ typedef struct vtep_io vtep_io_t;
 typedef struct vtep_afpacket_params {
     const char *ifname;
     uint32_t frame_size;      /* ring slot; at least the link MTU + 18 + 64; 0: 2048 */
-    uint32_t frames;          /* slots per ring (RX and TX each); 0: 1024 */
+    uint32_t frames;          /* slots per ring (RX and TX each); 0: 4096 RX, 1024 TX */
     uint16_t fanout_group;    /* 0: none; else join this PACKET_FANOUT_HASH group */
     uint8_t promiscuous;      /* access ports: take every frame on the link */
     uint8_t tunnel_only;      /* underlay: a filter keeps only tunnel traffic for
@@ -207,7 +207,7 @@ typedef struct vtep_afpacket_params {
     uint16_t destination_port;
     uint8_t offload;          /* access ports: PACKET_VNET_HDR, so frames may come with
                                * checksums to finish and as GSO super-frames, which
-                               * vtep finishes (offload.h); RX slots then hold 64 KB */
+                               * vtep finishes (offload.h) */
 } vtep_afpacket_params_t;
 
 /* AF_PACKET with mmap'ed RX and TX rings on an existing link, bypassing the

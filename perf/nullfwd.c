@@ -116,7 +116,7 @@ static uint32_t parse_u32(const char *opt, const char *s, uint32_t min, uint32_t
 
 static void usage(void)
 {
-    fputs("usage: nullfwd --a IFACE --b IFACE [--burst 64] [--frames 1024] [--frame-size 2048] [--workers 1]\n"
+    fputs("usage: nullfwd --a IFACE --b IFACE [--burst 64] [--frames N] [--frame-size 2048] [--workers 1]\n"
           "Forwards every frame a->b and b->a until SIGTERM/SIGINT, then prints\n"
           "{\"forwarded\": n, \"dropped\": n, \"kernel_drops\": n}.\n",
           stderr);
@@ -130,7 +130,7 @@ int main(int argc, char **argv)
         {"frame-size", 1, 0, 's'}, {"workers", 1, 0, 'w'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0},
     };
     const char *ifname[2] = {NULL, NULL};
-    uint32_t burst = 64, frames = 1024, frame_size = 2048, n_workers = 1;
+    uint32_t burst = 64, frames = 0, frame_size = 2048, n_workers = 1;  /* frames 0: vtepd's rings */
     int c;
     while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         switch (c) {
