@@ -17,9 +17,13 @@ loop, which also keeps forwarding going, from its clients:
   a connection with no request in progress is closed after "idle_timeout";
 - a reply that the client does not read within "timeout" seconds (the
   kernel's socket buffer stays full) drops the client instead of queueing
-  more replies: at most one reply per client is ever buffered;
+  more replies: what waits for a client is bounded by its socket buffer and
+  the transport's high-water mark (64 KiB), and its requests by the reader's
+  limit;
 - at most "max_clients" connections at once; another one is told so and
-  closed.
+  closed;
+- clients take turns, one request each: a client that pipelines thousands
+  of requests delays the others by one request at a time, not by all of its.
 
 The socket is mode 0600 (made so before listen(), so there is no window in
 which anyone else can connect): only root, or vtepd's user, may control the
@@ -37,6 +41,9 @@ import time
 log = logging.getLogger("vtepd.control")
 
 MAX_REQUEST = 1 << 20  # bytes in one request line, newline included
+REQUEST_TIMEOUT = 10.0  # seconds for the rest of a begun request, and for a client to read its reply
+IDLE_TIMEOUT = 300.0  # seconds a connection may wait between requests
+MAX_CLIENTS = 256
 _SUN_PATH_MAX = 107  # sizeof(sockaddr_un.sun_path) - 1: Linux needs room for the NUL
 
 
@@ -52,8 +59,8 @@ class ControlServer:
     """The control socket at "path", dispatching to "handlers": command name ->
     callable(args: dict) returning a JSON-able result, or a coroutine function."""
 
-    def __init__(self, path, handlers, *, timeout=10.0, idle_timeout=300.0, max_clients=256,
-                 max_request=MAX_REQUEST):
+    def __init__(self, path, handlers, *, timeout=REQUEST_TIMEOUT, idle_timeout=IDLE_TIMEOUT,
+                 max_clients=MAX_CLIENTS, max_request=MAX_REQUEST):
         # "timeout" and "idle_timeout" are seconds, or None for no limit.
         self.path = os.fspath(path)
         self.handlers = dict(handlers)
@@ -166,6 +173,10 @@ class ControlServer:
                     break
                 if not await self._send(writer, await self._dispatch(line)):
                     break
+                # Take turns: a request already buffered is read, answered and its
+                # reply written without yielding, so a client pipelining thousands
+                # would hold the loop (other clients, netlink, ageing) till the last.
+                await asyncio.sleep(0)
         except asyncio.CancelledError:
             pass  # stop(): the connection ends here
         except Exception:  # a bug here must not take the loop down with it
@@ -249,6 +260,8 @@ def _parse(line):
         request = json.loads(text)
     except ValueError as e:
         raise RequestError(f"request is not JSON: {e}") from None
+    except RecursionError:  # the parser recurses per nesting level: "[[[[..." must not end the connection
+        raise RequestError("request is nested too deeply") from None
     if not isinstance(request, dict):
         raise RequestError('request must be a JSON object {"command": ..., "args": {...}}')
     extra = sorted(set(request) - {"command", "args"})

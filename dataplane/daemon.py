@@ -7,8 +7,11 @@ the FDB and reloads on SIGHUP.  The packets never see Python: they move in
 the C worker threads (datapath.py).
 
 Start-up order: config, underlay link, tunnel claim (so the kernel does not
-answer our tunnel traffic), tables and I/O, next hops, worker threads,
-control socket, metrics; then READY=1 to systemd.  SIGTERM undoes it all:
+answer our tunnel traffic), tables and I/O, next hops, control socket,
+metrics socket; then the privileges go (privileges.py: only CAP_NET_ADMIN
+and CAP_NET_RAW stay) before any thread starts, since every thread keeps
+the capabilities it was born with; then the worker threads and the metrics
+thread start, and READY=1 goes to systemd.  SIGTERM undoes it all:
 the TAPs vanish with their file descriptors, the filters and the claim with
 their sockets, so even a killed vtepd leaves nothing behind.
 
@@ -25,7 +28,7 @@ import time
 
 from pyroute2 import AsyncIPRoute
 
-from . import __version__, config, control, metrics, netlink, tables
+from . import __version__, config, control, metrics, netlink, privileges, tables
 from ._engine import VtepError
 from .commands import Commands, counters_view
 from .datapath import Datapath, PortError
@@ -33,7 +36,11 @@ from .datapath import Datapath, PortError
 log = logging.getLogger("vtepd")
 
 HOUSEKEEPING_SEC = 1.0   # FDB ageing and the next-hop safety net
-RESOLICIT_STALE_SEC = 30  # our traffic bypasses the kernel: make it re-verify stale neighbours
+# Our traffic bypasses the kernel, so it never confirms a neighbour by
+# itself: a STALE one is re-verified at our request (solicit), at most this
+# often.  The kernel's own check (DELAY 5 s, then probes) takes longer, so
+# asking sooner gains nothing; asking later delays noticing a dead remote.
+RESOLICIT_STALE_SEC = 5
 
 
 def check(path):
@@ -64,6 +71,15 @@ def notify(state):
         log.warning("cannot notify %s: %s", path, e)
 
 
+def drop_privileges():
+    """Keep CAP_NET_ADMIN and CAP_NET_RAW only (privileges.py); log what could not be dropped."""
+    outcome = privileges.drop()
+    if outcome.problems:
+        log.warning("privileges not all dropped, carrying on: %s", outcome)
+    else:
+        log.info("privileges dropped: %s, no other capability, no_new_privs", outcome)
+
+
 class StartError(Exception):
     """vtepd cannot start; the message says why."""
 
@@ -78,6 +94,9 @@ class Daemon:
         self.port_up = {}       # port name -> link up
         self.commands = Commands(self)
         self._reloading = asyncio.Lock()
+        self._refreshing = asyncio.Lock()
+        self._refresh_wanted = False
+        self._refresher = None  # the task that runs scheduled refreshes
         self._stop = asyncio.Event()
 
     async def run(self):
@@ -104,7 +123,6 @@ class Daemon:
             cleanup.append(self.datapath.close)
             await self._ports_up()
             await self.refresh()
-            self.datapath.start()
 
             watcher = netlink.Watcher()
             cleanup.append(watcher.close)
@@ -117,13 +135,21 @@ class Daemon:
             except OSError as e:
                 raise StartError(f"vtep.control_socket: {e.strerror or e}") from None
             cleanup.append(server.stop)
+            exporter = None
             if v.metrics:
                 host, port = v.metrics
-                try:
-                    exporter = metrics.start(host, port, self._snapshot_from_thread(loop))
+                try:  # bound now: a port below 1024 needs a capability that goes next
+                    exporter = metrics.listen(host, port, self._snapshot_from_thread(loop))
                 except OSError as e:
                     raise StartError(f"vtep.metrics: {e.strerror or e}") from None
                 cleanup.append(exporter.close)
+
+            # Capabilities are per thread and a new thread copies its creator's:
+            # drop them here, in the only thread, and start the others after.
+            drop_privileges()
+            self.datapath.start()
+            if exporter is not None:
+                exporter.serve()
 
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self._stop.set)
@@ -158,15 +184,28 @@ class Daemon:
             self.schedule_refresh()
 
     def schedule_refresh(self):
-        asyncio.ensure_future(self.refresh())
+        """Refresh soon.  A burst of kernel events makes one or two
+        refreshes, not one each: requests made while one runs fold into
+        a single run after it."""
+        self._refresh_wanted = True
+        if self._refresher is None or self._refresher.done():
+            self._refresher = asyncio.ensure_future(self._refresh_while_wanted())
+
+    async def _refresh_while_wanted(self):
+        while self._refresh_wanted:
+            self._refresh_wanted = False
+            await self.refresh()
 
     async def refresh(self):
         """Next hops of every remote, the underlay's MAC and MTU, and the
-        ports' link state, from the kernel; changes go to the engine."""
-        try:
-            await self._refresh()
-        except (netlink.NetlinkError, OSError) as e:
-            log.warning("reading the kernel's tables: %s", e)
+        ports' link state, from the kernel; changes go to the engine.
+        One at a time: two interleaved refreshes could let the one that read
+        the kernel first write last, putting an old next-hop MAC back."""
+        async with self._refreshing:
+            try:
+                await self._refresh()
+            except (netlink.NetlinkError, OSError) as e:
+                log.warning("reading the kernel's tables: %s", e)
 
     async def _refresh(self):
         v, engine = self.config.vtep, self.datapath.engine

@@ -1,6 +1,7 @@
 """The Prometheus endpoint of vtepd (DESIGN.md section 4, "Counters").
 
     server = metrics.start("127.0.0.1", 9477, snapshot)   # from vtep.metrics
+    # or metrics.listen(...) now and server.serve() later
     ...
     server.close()                                         # or server.shutdown()
 
@@ -42,9 +43,12 @@ would count a frame twice.
 The endpoint has its own CollectorRegistry (not prometheus_client's global
 one), so several daemons or tests in one process never see each other's
 metrics, and nothing else (process or platform collectors) shows up in it."""
+import socket
 import threading
+from socketserver import ThreadingMixIn
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 
 from . import __version__
@@ -95,7 +99,9 @@ class VtepCollector:
             yield drops
             if section == "segments":
                 refused = CounterMetricFamily(
-                    "vtep_segment_learn_refused", "MACs not learned because the segment's FDB was full",
+                    "vtep_segment_learn_refused",
+                    "MACs not learned, their frames forwarded: the segment's FDB was full, or a static "
+                    "entry of the same role holds the MAC elsewhere",
                     labels=["segment"])
                 for values, c in items.items():
                     refused.add_metric(list(values), c.get("learn_refused", 0))
@@ -123,15 +129,22 @@ class VtepCollector:
 
 
 class MetricsServer:
-    """The running endpoint: "address" and "port" (the bound one, useful with
-    port 0); close() or shutdown() stops it and frees the socket."""
+    """The endpoint: "address" and "port" (the bound one, useful with port 0);
+    serve() starts its thread, close() or shutdown() stops it and frees the
+    socket."""
 
-    def __init__(self, httpd, thread, registry):
+    def __init__(self, httpd, registry):
         self._httpd = httpd
-        self._thread = thread
+        self._thread = None
         self._lock = threading.Lock()
         self.registry = registry
         self.address, self.port = httpd.server_address[:2]
+
+    def serve(self):
+        """Answer scrapes from a daemon thread (and one thread per request)."""
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="vtep-metrics", daemon=True)
+        self._thread.start()
+        return self
 
     @property
     def url(self):
@@ -144,9 +157,10 @@ class MetricsServer:
             if self._httpd is None:
                 return
             httpd, self._httpd = self._httpd, None
-        httpd.shutdown()
+        if self._thread is not None:  # shutdown() waits for serve_forever(): only if it runs
+            httpd.shutdown()
+            self._thread.join(timeout=5)
         httpd.server_close()
-        self._thread.join(timeout=5)
 
     shutdown = close
 
@@ -164,10 +178,33 @@ def registry_for(snapshot, version=__version__):
     return registry
 
 
-def start(address, port, snapshot):
-    """Serve the metrics of "snapshot" on http://address:port/metrics (any path
-    answers) from a daemon thread; "port" 0 picks a free port (see .port).
-    Raises OSError when the address cannot be bound."""
+class _Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True  # a scrape in progress does not hold vtepd's exit
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format, *args):
+        pass  # no line on stderr per scrape
+
+
+def listen(address, port, snapshot):
+    """Bind http://address:port/metrics (any path answers) for the metrics of
+    "snapshot", without serving yet: serve() starts the thread.  vtepd binds
+    before it drops its privileges (a port below 1024 needs
+    CAP_NET_BIND_SERVICE) and starts threads after (privileges.py).  "port"
+    0 picks a free port (see .port).  Raises OSError when the address cannot
+    be bound."""
     registry = registry_for(snapshot)
-    httpd, thread = start_http_server(port, addr=address, registry=registry)
-    return MetricsServer(httpd, thread, registry)
+    server_class = _Server6 if ":" in address else _Server
+    httpd = make_server(address, port, make_wsgi_app(registry), server_class, handler_class=_QuietHandler)
+    return MetricsServer(httpd, registry)
+
+
+def start(address, port, snapshot):
+    """listen() and serve(): the metrics of "snapshot" on
+    http://address:port/metrics from a daemon thread."""
+    return listen(address, port, snapshot).serve()

@@ -6,7 +6,7 @@ import os
 import pytest
 from pyroute2 import NetNS, netns
 
-from . import kernel_vtep
+from . import daemon_site, kernel_vtep
 
 _serial = itertools.count()
 
@@ -41,3 +41,9 @@ def lab(request, namespaces):
     finally:
         lab["raw"].close()
         lab["udp"].close()
+
+
+@pytest.fixture
+def site(namespaces):
+    """vtepd's site (daemon_site.py): namespaces, veths and the kernel VTEP; vtepd is the test's to start."""
+    return daemon_site.build(namespaces)

@@ -21,11 +21,18 @@ def in_netns(name):
     return lambda: netns.setns(name, flags=0)
 
 
+def _then(first, second):
+    if second is None:
+        return first
+    return lambda: (first(), second())
+
+
 class Vtepd:
     """One vtepd in namespace "ns" with config text "toml" (its
-    control_socket is filled in: leave it out)."""
+    control_socket is filled in: leave it out).  "preexec" runs in the child
+    just before vtepd is executed, in its namespace."""
 
-    def __init__(self, ns, toml, tmp_path, name="vtepd"):
+    def __init__(self, ns, toml, tmp_path, name="vtepd", preexec=None):
         self.ns = ns
         self.dir = tmp_path
         self.config = tmp_path / f"{name}.toml"
@@ -42,7 +49,7 @@ class Vtepd:
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "dataplane.daemon", "-c", str(self.config), "--log-level", "debug"],
-                stdout=log, stderr=log, env=env, preexec_fn=in_netns(ns))
+                stdout=log, stderr=log, env=env, preexec_fn=_then(in_netns(ns), preexec))
         try:
             deadline = time.monotonic() + READY_TIMEOUT
             while time.monotonic() < deadline:

@@ -280,6 +280,7 @@ def test_result_that_is_not_json_is_an_internal_error(server, sock_path, command
     (b'{"command": "echo", "args": null}\n', '"args" must be a JSON object'),
     (b'{"command": "echo", "id": 1, "verbose": true}\n', "unknown field(s) in request: id, verbose"),
     (b'{"command": "echo", "args": {}\n', "request is not JSON"),
+    (b"[" * 100_000 + b"\n", "nested too deeply"),  # the parser's recursion, not the connection, gives up
 ])
 def test_bad_envelope_is_an_error_reply_and_the_connection_goes_on(server, sock_path, recorder, line, error):
     with _connect(sock_path) as client:
@@ -393,6 +394,31 @@ def test_hundred_concurrent_clients_are_all_answered(server, sock_path):
     with ThreadPoolExecutor(100) as pool:  # and 100 at once through the client
         results = list(pool.map(lambda i: control.request(sock_path, "echo", {"n": i}), range(100)))
     assert results == [{"n": i} for i in range(100)]
+
+
+def test_a_pipelining_client_takes_turns_with_the_others(sock_path):
+    order = []
+
+    def hold(args):  # holds the loop, as a slow handler would, while B's request arrives
+        order.append("hold")
+        time.sleep(0.3)
+
+    def echo(args):
+        order.append(args["n"])
+        return args
+
+    s = ServerThread(sock_path, {"hold": hold, "echo": echo})
+    try:
+        with _connect(sock_path) as a, _connect(sock_path) as b:
+            a.sendall(b'{"command": "hold"}\n' + b"".join(
+                json.dumps({"command": "echo", "args": {"n": i}}).encode() + b"\n" for i in range(100)))
+            assert _wait(lambda: order == ["hold"])
+            b.sendall(b'{"command": "echo", "args": {"n": "b"}}\n')
+            assert _lines(b, 1) == [{"ok": True, "result": {"n": "b"}}]
+            assert len(_lines(a, 101)) == 101
+    finally:
+        s.close()
+    assert order.index("b") < 10  # among A's 100 buffered requests, not after them all
 
 
 def test_connections_beyond_the_limit_are_told_so(sock_path, recorder):
