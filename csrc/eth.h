@@ -22,7 +22,7 @@ struct vtep_eth_hdr {
     uint8_t dst[VTEP_ETH_ALEN];
     uint8_t src[VTEP_ETH_ALEN];
     vtep_be16_t type;
-};
+} VTEP_WIRE;
 VTEP_BUILD_ASSERT(sizeof(struct vtep_eth_hdr) == VTEP_ETH_HLEN, "Ethernet header is 14 bytes");
 
 /* Group bit: set in broadcast and multicast addresses. */

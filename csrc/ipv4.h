@@ -35,7 +35,7 @@ struct vtep_ipv4_hdr {
     vtep_be16_t check;
     uint8_t saddr[4];
     uint8_t daddr[4];
-};
+} VTEP_WIRE;
 VTEP_BUILD_ASSERT(sizeof(struct vtep_ipv4_hdr) == VTEP_IPV4_HLEN, "IPv4 header is 20 bytes");
 
 VTEP_INLINE unsigned vtep_ipv4_version(const struct vtep_ipv4_hdr *ip) { return ip->ver_ihl >> 4; }

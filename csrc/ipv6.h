@@ -32,7 +32,7 @@ struct vtep_ipv6_hdr {
     uint8_t hop_limit;
     uint8_t saddr[16];
     uint8_t daddr[16];
-};
+} VTEP_WIRE;
 VTEP_BUILD_ASSERT(sizeof(struct vtep_ipv6_hdr) == VTEP_IPV6_HLEN, "IPv6 header is 40 bytes");
 
 VTEP_INLINE unsigned vtep_ipv6_version(const struct vtep_ipv6_hdr *ip6)

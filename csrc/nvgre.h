@@ -23,7 +23,7 @@ struct vtep_nvgre_hdr {
     vtep_be16_t flags_ver;  /* C R K S s Recur(3) Flags(5) Ver(3) */
     vtep_be16_t protocol;   /* VTEP_ETH_P_TEB */
     uint8_t key[4];         /* VSID(24) << 8 | FlowID(8), network order */
-};
+} VTEP_WIRE;
 VTEP_BUILD_ASSERT(sizeof(struct vtep_nvgre_hdr) == VTEP_NVGRE_HLEN, "NVGRE header is 8 bytes");
 
 /* Host-order VSID. */

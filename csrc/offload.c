@@ -57,6 +57,12 @@ static int find_l4(const uint8_t *f, uint32_t len, int super, struct l4_at *r)
     return need && r->l4_len >= need;
 }
 
+/* The smallest TCP or UDP header. */
+static uint32_t l4_min(const struct l4_at *r)
+{
+    return r->proto == VTEP_IPPROTO_TCP ? 20 : 8;
+}
+
 static uint32_t check_at(const struct l4_at *r)
 {
     return r->l4 + (r->proto == VTEP_IPPROTO_TCP ? 16 : 6);
@@ -71,7 +77,8 @@ static void put_check(uint8_t *p, uint64_t sum)
 
 int vtep_csum_finish(uint8_t *frame, uint32_t len, uint32_t start, uint32_t offset)
 {
-    if (start >= len || offset + 2 > len - start)
+    /* "offset + 2" could wrap for a 32-bit offset: compare within len - start. */
+    if (start >= len || len - start < 2 || offset > len - start - 2)
         return -EINVAL;
     put_check(frame + start + offset, vtep_csum_add(0, frame + start, len - start));
     return 0;
@@ -116,7 +123,7 @@ uint32_t vtep_gso_headers(const uint8_t *frame, uint32_t len, uint8_t gso_type)
         : type == VTEP_GSO_UDP_L4 ? r.proto != VTEP_IPPROTO_UDP : 1)
         return 0;
     uint32_t l4_hlen = r.proto == VTEP_IPPROTO_TCP ? (frame[r.l4 + 12] >> 4) * 4u : 8;
-    if (l4_hlen < 8 || l4_hlen >= r.l4_len)
+    if (l4_hlen < l4_min(&r) || l4_hlen >= r.l4_len)
         return 0;  /* a TCP data offset below 5 words, or no payload */
     return r.l4 + l4_hlen;
 }
@@ -161,10 +168,12 @@ int vtep_gso_segment(const uint8_t *outer, uint32_t outer_len, const uint8_t *fr
     struct l4_at r;
     if (outer_len > VTEP_HDR_ROOM || hdr_len > sizeof h - outer_len || hdr_len >= len || !gso_size)
         return -EINVAL;
-    if (!find_l4(frame, len, 1, &r) || r.l4 >= hdr_len)
+    /* The headers must hold a whole TCP/UDP header: its fields are rewritten per segment. */
+    if (!find_l4(frame, len, 1, &r) || hdr_len < r.l4 + l4_min(&r))
         return -EINVAL;
     uint8_t *in = h + outer_len;
-    memcpy(h, outer, outer_len);
+    if (outer_len)  /* "outer" may be NULL when there is none */
+        memcpy(h, outer, outer_len);
     memcpy(in, frame, hdr_len);
     int tcp = r.proto == VTEP_IPPROTO_TCP;
     uint32_t ihl = r.l4 - r.l3, seq = tcp ? vtep_get_be32(in + r.l4 + 4) : 0;

@@ -19,7 +19,7 @@ struct vtep_udp_hdr {
     vtep_be16_t dest;
     vtep_be16_t len;
     vtep_be16_t check;
-};
+} VTEP_WIRE;
 VTEP_BUILD_ASSERT(sizeof(struct vtep_udp_hdr) == VTEP_UDP_HLEN, "UDP header is 8 bytes");
 
 #endif

@@ -19,7 +19,7 @@
 struct vtep_vlan_hdr {
     vtep_be16_t tci;        /* PCP(3) DEI(1) VID(12) */
     vtep_be16_t inner_type; /* EtherType of what follows */
-};
+} VTEP_WIRE;
 VTEP_BUILD_ASSERT(sizeof(struct vtep_vlan_hdr) == VTEP_VLAN_HLEN, "802.1Q tag is 4 bytes");
 
 /* Whether host-order EtherType "type" announces a VLAN tag. */

@@ -25,7 +25,7 @@ struct vtep_vxlan_hdr {
     uint8_t reserved1[3];
     uint8_t vni[3];  /* network order */
     uint8_t reserved2;
-};
+} VTEP_WIRE;
 VTEP_BUILD_ASSERT(sizeof(struct vtep_vxlan_hdr) == VTEP_VXLAN_HLEN, "VXLAN header is 8 bytes");
 
 /* Host-order VNI. */
