@@ -25,6 +25,7 @@ OUT_PORT = VTEP_OUT_PORT
 OUT_UNDERLAY = VTEP_OUT_UNDERLAY
 PKT_CSUM_OK = VTEP_PKT_CSUM_OK
 PKT_VLAN = VTEP_PKT_VLAN
+BUM_RATE_MAX = VTEP_BUM_RATE_MAX
 
 
 class VtepError(OSError):
@@ -86,6 +87,35 @@ cdef int copy_mac(uint8_t *dst, mac) except -1:
         raise ValueError(f"not a MAC address: {mac!r}")
     memcpy(dst, <const char *>raw, 6)
     return 0
+
+
+cdef inline int hex_digit(Py_UCS4 c):
+    cdef int n = <int>c
+    if 48 <= n <= 57:     # 0-9
+        return n - 48
+    if 97 <= n <= 102:    # a-f
+        return n - 87
+    if 65 <= n <= 70:     # A-F
+        return n - 55
+    return -1
+
+
+cdef int copy_mac_fast(uint8_t *dst, mac) except -1:
+    """copy_mac, without its string copies for the common "aa:bb:cc:dd:ee:ff"
+    (bulk FDB loads parse a million of them)."""
+    cdef str text
+    cdef int i, hi, lo
+    if type(mac) is str and len(<str>mac) == 17:
+        text = <str>mac
+        for i in range(6):
+            hi = hex_digit(text[3 * i])
+            lo = hex_digit(text[3 * i + 1])
+            if hi < 0 or lo < 0 or (i < 5 and text[3 * i + 2] != u':' and text[3 * i + 2] != u'-'):
+                break
+            dst[i] = <uint8_t>(hi << 4 | lo)
+        else:
+            return 0
+    return copy_mac(dst, mac)
 
 
 def mac_str(raw):
@@ -275,6 +305,12 @@ cdef class Engine:
         check(vtep_port_del(self.e, port))
         self._fanout[self._port_segment.pop(port)] -= 1
 
+    def set_bum_limit(self, uint32_t port, uint32_t rate, uint32_t burst=0):
+        """At most "rate" broadcast, unknown unicast and multicast frames a
+        second from access "port", in bursts of up to "burst" (0: a tenth of
+        a second's worth); rate 0: no limit."""
+        check(vtep_port_set_bum_limit(self.e, port, rate, burst))
+
     def fdb_add(self, uint32_t seg, mac, *, port=None, remote=None, role=None, community=None,
                 bint static=True, uint32_t last_seen=0):
         """A MAC behind local "port" or behind "remote" (with its "role" if known)."""
@@ -289,6 +325,34 @@ cdef class Engine:
         en.is_static = static
         en.last_seen = last_seen
         check(vtep_fdb_add(self.e, seg, &en))
+
+    def fdb_add_many(self, uint32_t seg, macs, *, port=None, remote=None, role=None, community=None):
+        """Static entries for every MAC of "macs", all behind the same local
+        "port" or "remote" (and "role"), as fdb_add makes them one by one;
+        returns how many were added.  On a refused entry, VtepError (or
+        ValueError for a malformed MAC) with "added" set to the entries
+        added before it."""
+        cdef vtep_fdb_entry_t en
+        cdef int rc
+        cdef Py_ssize_t added = 0
+        if (port is None) == (remote is None):
+            raise ValueError("give exactly one of port and remote")
+        memset(&en, 0, sizeof(en))
+        en.kind = VTEP_FDB_LOCAL if remote is None else VTEP_FDB_REMOTE
+        en.target = port if remote is None else remote
+        en.pvlan_class = VTEP_CLASS_UNKNOWN if role is None else pvlan_class(role, community)
+        en.is_static = True
+        try:
+            for mac in macs:
+                copy_mac_fast(en.mac, mac)
+                rc = vtep_fdb_add(self.e, seg, &en)
+                if rc < 0:
+                    check(rc)
+                added += 1
+        except (VtepError, ValueError) as e:
+            e.added = added
+            raise
+        return added
 
     def fdb_del(self, uint32_t seg, mac):
         cdef uint8_t m[6]
@@ -332,41 +396,48 @@ cdef class Engine:
         check(vtep_counters_read(self.e, kinds[kind], id, &c))
         return {"rx_packets": c.rx_packets, "rx_bytes": c.rx_bytes,
                 "tx_packets": c.tx_packets, "tx_bytes": c.tx_bytes,
-                "learn_refused": c.learn_refused,
+                "learn_refused": c.learn_refused, "forwarded": c.forwarded,
                 "drops": [c.drops[i] for i in range(VTEP_DROP_COUNT)]}
 
-    def access_burst(self, uint32_t port, Burst burst, uint32_t now=0, bint probe=False):
+    cdef vtep_worker_t *_worker(self, uint32_t now, bint probe, clock_ns):
+        """The worker to run on, its rate-limit clock set: "clock_ns", or by
+        default "now" in nanoseconds (tests drive both clocks)."""
+        cdef vtep_worker_t *w = self.probe if probe else self.w
+        vtep_worker_set_clock(w, <uint64_t>now * 1000000000 if clock_ns is None else clock_ns)
+        return w
+
+    def access_burst(self, uint32_t port, Burst burst, uint32_t now=0, bint probe=False, clock_ns=None):
         """Run the burst's frames as received on access "port"; returns the
         number of outputs.  Runs without the GIL.  A "probe" run learns
         nothing and counts nothing: it only answers what would happen."""
         cdef int rc
-        cdef vtep_worker_t *w = self.probe if probe else self.w
+        cdef vtep_worker_t *w = self._worker(now, probe, clock_ns)
         with nogil:
             rc = vtep_access_burst(w, port, burst.pkts, burst.n, now, burst.outs,
                                    burst.max_out, burst._verdicts)
         burst.n_out = check(rc)
         return rc
 
-    def underlay_burst(self, Burst burst, uint32_t now=0, bint probe=False):
+    def underlay_burst(self, Burst burst, uint32_t now=0, bint probe=False, clock_ns=None):
         cdef int rc
-        cdef vtep_worker_t *w = self.probe if probe else self.w
+        cdef vtep_worker_t *w = self._worker(now, probe, clock_ns)
         with nogil:
             rc = vtep_underlay_burst(w, burst.pkts, burst.n, now, burst.outs, burst.max_out,
                                      burst._verdicts)
         burst.n_out = check(rc)
         return rc
 
-    def access(self, uint32_t port, frames, uint32_t now=0, bint probe=False):
+    def access(self, uint32_t port, frames, uint32_t now=0, bint probe=False, clock_ns=None):
         """Convenience for tests and tools: run "frames" from "port" and return
         (verdicts, outputs) as Burst.verdicts and Burst.outputs() give them.
         There is room for every copy, so nothing is lost as ring_full."""
         burst = self._burst_for(frames)
-        self.access_burst(port, burst, now, probe)
+        self.access_burst(port, burst, now, probe, clock_ns)
         return burst.verdicts, burst.outputs()
 
-    def underlay(self, frames, uint32_t now=0, flags=None, bint probe=False):
+    def underlay(self, frames, uint32_t now=0, flags=None, bint probe=False, clock_ns=None):
         burst = self._burst_for(frames, flags)
-        self.underlay_burst(burst, now, probe)
+        self.underlay_burst(burst, now, probe, clock_ns)
         return burst.verdicts, burst.outputs()
 
     def _burst_for(self, frames, flags=None):

@@ -24,6 +24,7 @@ cdef extern from "vtep.h" nogil:
         VTEP_COUNTERS_SEGMENT
 
     uint32_t VTEP_VNI_NONE
+    uint32_t VTEP_BUM_RATE_MAX
 
     ctypedef struct vtep_addr_t:
         uint8_t family
@@ -88,6 +89,7 @@ cdef extern from "vtep.h" nogil:
         uint64_t rx_packets, rx_bytes
         uint64_t tx_packets, tx_bytes
         uint64_t learn_refused
+        uint64_t forwarded
         uint64_t drops[VTEP_DROP_COUNT]
 
     vtep_engine_t *vtep_engine_new(const vtep_engine_params_t *p, int *err)
@@ -101,6 +103,7 @@ cdef extern from "vtep.h" nogil:
     int vtep_remote_set_neighbour(vtep_engine_t *e, uint32_t remote, const uint8_t *mac)
     int vtep_port_add(vtep_engine_t *e, uint32_t seg, uint8_t pvlan_class)
     int vtep_port_del(vtep_engine_t *e, uint32_t port)
+    int vtep_port_set_bum_limit(vtep_engine_t *e, uint32_t port, uint32_t rate, uint32_t burst)
     int vtep_fdb_add(vtep_engine_t *e, uint32_t seg, const vtep_fdb_entry_t *entry)
     int vtep_fdb_del(vtep_engine_t *e, uint32_t seg, const uint8_t *mac)
     int vtep_fdb_get(vtep_engine_t *e, uint32_t seg, const uint8_t *mac, uint32_t now, vtep_fdb_entry_t *out)
@@ -112,6 +115,7 @@ cdef extern from "vtep.h" nogil:
     vtep_worker_t *vtep_worker_new(vtep_engine_t *e)
     void vtep_worker_free(vtep_worker_t *w)
     vtep_worker_t *vtep_worker_new_probe(vtep_engine_t *e)
+    void vtep_worker_set_clock(vtep_worker_t *w, uint64_t now_ns)
     int vtep_access_burst(vtep_worker_t *w, uint32_t port, const vtep_pkt_t *pkts, uint32_t n,
                           uint32_t now, vtep_out_t *outs, uint32_t max_out, uint8_t *verdicts)
     int vtep_underlay_burst(vtep_worker_t *w, const vtep_pkt_t *pkts, uint32_t n, uint32_t now,

@@ -34,9 +34,13 @@ vtep_engine_t *vtep_engine_new(const vtep_engine_params_t *p, int *err)
     pthread_mutex_init(&e->pause_lock, NULL);
     e->n_blocks = p->max_ports + 1 + p->max_segments;
     e->ports = calloc(p->max_ports, sizeof *e->ports);
+    if (posix_memalign((void **)&e->bum, 64, p->max_ports * sizeof *e->bum) == 0)
+        memset(e->bum, 0, p->max_ports * sizeof *e->bum);
+    else
+        e->bum = NULL;
     e->segments = calloc(p->max_segments, sizeof *e->segments);
     e->remotes = calloc(p->max_remotes, sizeof *e->remotes);
-    if (!e->ports || !e->segments || !e->remotes
+    if (!e->ports || !e->bum || !e->segments || !e->remotes
         || vtep_map_init(&e->vni_map, p->max_segments * (uint32_t)VTEP_CLASS_COUNT) < 0
         || vtep_map_init(&e->remote_map, p->max_remotes) < 0) {
         vtep_engine_free(e);
@@ -67,6 +71,7 @@ void vtep_engine_free(vtep_engine_t *e)
     vtep_map_free(&e->vni_map);
     vtep_map_free(&e->remote_map);
     free(e->ports);
+    free(e->bum);
     free(e->segments);
     free(e->remotes);
     pthread_mutex_destroy(&e->pause_lock);
@@ -290,6 +295,7 @@ static int port_add_paused(vtep_engine_t *e, uint32_t seg, uint8_t pvlan_class)
     if (id == e->p.max_ports)
         return -ENOSPC;
     e->ports[id] = (struct vtep_port){.in_use = 1, .pvlan_class = pvlan_class, .segment = (uint16_t)seg};
+    memset(&e->bum[id], 0, sizeof e->bum[id]);  /* a new port has no limit */
     s->ports[s->n_ports++] = (uint16_t)id;
     return (int)id;
 }
@@ -326,6 +332,25 @@ static int port_del_paused(vtep_engine_t *e, uint32_t port)
             s->ports[i] = s->ports[--s->n_ports];
     fdb_remove_if(s, on_port, port);
     e->ports[port].in_use = 0;
+    return 0;
+}
+
+static int port_set_bum_limit_paused(vtep_engine_t *e, uint32_t port, uint32_t rate, uint32_t burst)
+{
+    if (port >= e->p.max_ports || !e->ports[port].in_use)
+        return -ENOENT;
+    if (rate > VTEP_BUM_RATE_MAX)
+        return -EINVAL;
+    struct vtep_bum_limit *l = &e->bum[port];
+    if (rate == 0) {
+        memset(l, 0, sizeof *l);
+        return 0;
+    }
+    if (burst == 0)
+        burst = rate / 10 ? rate / 10 : 1;
+    l->interval = (1000000000ull + rate / 2) / rate;  /* rounded: at most 0.5% off at the top rate */
+    l->tolerance = (uint64_t)(burst - 1) * l->interval;
+    l->tat = 0;  /* a full burst */
     return 0;
 }
 
@@ -391,6 +416,14 @@ int vtep_port_del(vtep_engine_t *e, uint32_t port)
 {
     vtep_engine_pause(e);
     int rc = port_del_paused(e, port);
+    vtep_engine_resume(e);
+    return rc;
+}
+
+int vtep_port_set_bum_limit(vtep_engine_t *e, uint32_t port, uint32_t rate, uint32_t burst)
+{
+    vtep_engine_pause(e);
+    int rc = port_set_bum_limit_paused(e, port, rate, burst);
     vtep_engine_resume(e);
     return rc;
 }
@@ -546,6 +579,11 @@ vtep_worker_t *vtep_worker_new_probe(vtep_engine_t *e)
     if (w)
         w->probe = 1;
     return w;
+}
+
+void vtep_worker_set_clock(vtep_worker_t *w, uint64_t now_ns)
+{
+    w->now_ns = now_ns;
 }
 
 void vtep_worker_free(vtep_worker_t *w)

@@ -14,6 +14,18 @@ struct vtep_port {
     uint16_t segment;
 };
 
+/* A port's BUM rate limit: GCRA, the virtual-scheduling form of a token
+ * bucket, in one word.  Workers that share the port through PACKET_FANOUT
+ * share its bucket: a frame is admitted by one compare-and-swap of "tat".
+ * Per-worker buckets of rate/workers would be cheaper but wrong, since the
+ * fanout hash puts one flow (a storm) on one worker.  Only BUM frames from a
+ * limited port touch it; its own cache line keeps ports apart. */
+struct vtep_bum_limit {
+    uint64_t tat;                 /* atomic: when the next frame is due at the rate, ns */
+    uint64_t interval;            /* ns per frame at the rate; 0: no limit */
+    uint64_t tolerance;           /* how far "tat" may run ahead of now: (burst - 1) * interval */
+} __attribute__((aligned(64)));
+
 struct vtep_remote {
     uint8_t in_use;
     uint8_t resolved;             /* next hop MAC known */
@@ -38,6 +50,7 @@ struct vtep_segment {
 struct vtep_engine {
     vtep_engine_params_t p;
     struct vtep_port *ports;
+    struct vtep_bum_limit *bum;   /* by port id */
     struct vtep_segment *segments;
     struct vtep_remote *remotes;
     uint32_t n_remotes;           /* ids in use: 0 .. n_remotes-1 */
@@ -63,6 +76,7 @@ struct vtep_worker {
     pthread_mutex_t lock;         /* held by whoever runs this worker's bursts */
     int wake_fd;                  /* eventfd a paused loop polls, or -1 */
     uint8_t probe;                /* learns nothing, counts for no one */
+    uint64_t now_ns;              /* the clock of rate limits (vtep_worker_set_clock) */
 };
 
 /* Between bursts, a loop calls this: it gives its worker up while the

@@ -39,25 +39,29 @@ int vtep_fdb_learn(vtep_fdb_t *f, uint64_t key, uint64_t binding, uint32_t now)
      * bound where they are, and seen this second. */
     uint64_t v;
     if (vtep_fdb_lookup(f, key, now, &v)) {
-        if (vtep_fdb_flags(v) & VTEP_FDBF_STATIC)
-            return !vtep_fdb_same_place(v, binding);
         if (vtep_fdb_binding(v) == binding && vtep_fdb_last_seen(v) == now)
-            return 0;
+            return VTEP_LEARN_OK;
+        int verdict = vtep_fdb_judge(v, binding);
+        if (verdict != VTEP_LEARN_OK || (vtep_fdb_flags(v) & VTEP_FDBF_STATIC))
+            return verdict;  /* refused, or a static entry already in place */
     }
     if (__atomic_test_and_set(&f->lock, __ATOMIC_ACQUIRE))
-        return 0;  /* someone else is writing: learn from a later frame */
-    int refused = 0;
+        return VTEP_LEARN_OK;  /* someone else is writing: learn from a later frame */
+    int verdict = VTEP_LEARN_OK;
     uint64_t fresh = binding << 32 | now;
     vtep_map_slot_t *s = vtep_map_find(&f->map, key);
     if (s) {
-        /* A learned entry moves or refreshes; an aged one is reused. */
-        if (vtep_fdb_flags(s->val) & VTEP_FDBF_STATIC)
-            refused = !vtep_fdb_same_place(s->val, binding);
-        else
+        /* Judged again: the entry may have changed since the first look.
+         * An aged learned entry is reused whatever it held. */
+        uint64_t cur = s->val;
+        if (!vtep_fdb_is_live(f, cur, now))
             __atomic_store_n(&s->val, fresh, __ATOMIC_RELAXED);
-    } else {
-        refused = vtep_map_insert(&f->map, key, fresh) == NULL;
+        else if ((verdict = vtep_fdb_judge(cur, binding)) == VTEP_LEARN_OK
+                 && !(vtep_fdb_flags(cur) & VTEP_FDBF_STATIC))
+            __atomic_store_n(&s->val, fresh, __ATOMIC_RELAXED);  /* refresh, or move within the role */
+    } else if (!vtep_map_insert(&f->map, key, fresh)) {
+        verdict = VTEP_LEARN_REFUSED;
     }
     vtep_fdb_unlock(f);
-    return refused;
+    return verdict;
 }

@@ -32,6 +32,32 @@ VTEP_INLINE int vtep_fdb_same_place(uint64_t v, uint64_t b)
 {
     return (vtep_fdb_binding(v) & 0x1ffff) == (b & 0x1ffff);  /* target and VTEP_FDBF_REMOTE */
 }
+VTEP_INLINE uint8_t vtep_fdb_binding_class(uint64_t b) { return (uint8_t)(b >> 24); }
+
+/* What learning a source MAC decided (vtep_fdb_learn, vtep_fdb_claim). */
+enum {
+    VTEP_LEARN_OK = 0,       /* learned, refreshed, already there, or left to a later frame */
+    VTEP_LEARN_REFUSED = 1,  /* not learned (table full, or a static entry of the same role
+                              * holds the MAC elsewhere); the frame goes on */
+    VTEP_LEARN_FOREIGN = 2,  /* a live entry gives the MAC another role: not learned, and the
+                              * frame is dropped (foreign_src_mac) */
+};
+
+/* The MAC-move policy for a live entry "v" and a frame that shows the MAC
+ * at binding "b".  A MAC has one role in a segment: a frame that claims it
+ * for another role (another class; an entry of unknown class claims none)
+ * is a forgery or a host that changed role, and is refused until the old
+ * entry ages out or is deleted.  Within the same role a learned entry moves
+ * (a VM migrates); a static one never does. */
+VTEP_INLINE int vtep_fdb_judge(uint64_t v, uint64_t b)
+{
+    uint8_t held = vtep_fdb_class(v);
+    if (held != VTEP_CLASS_UNKNOWN && held != vtep_fdb_binding_class(b))
+        return VTEP_LEARN_FOREIGN;
+    if ((vtep_fdb_flags(v) & VTEP_FDBF_STATIC) && !vtep_fdb_same_place(v, b))
+        return VTEP_LEARN_REFUSED;
+    return VTEP_LEARN_OK;
+}
 
 typedef struct vtep_fdb {
     vtep_map_t map;
@@ -68,9 +94,17 @@ VTEP_INLINE int vtep_fdb_lookup(const vtep_fdb_t *f, uint64_t key, uint32_t now,
 int vtep_fdb_init(vtep_fdb_t *f, uint32_t limit, uint32_t ageing);
 void vtep_fdb_free(vtep_fdb_t *f);
 
+/* What vtep_fdb_learn would decide, without writing: for frames that must
+ * not learn (a probe worker's, or from a VTEP no table knows). */
+VTEP_INLINE int vtep_fdb_claim(const vtep_fdb_t *f, uint64_t key, uint64_t binding, uint32_t now)
+{
+    uint64_t v;
+    return vtep_fdb_lookup(f, key, now, &v) ? vtep_fdb_judge(v, binding) : VTEP_LEARN_OK;
+}
+
 /* Worker: bind "key" to "binding" (vtep_fdb_pack without the time) as seen
- * at "now".  Returns 1 if the MAC could not be learned (table full, or a
- * static entry holds it elsewhere), else 0 (also when the lock was busy). */
+ * at "now", under the MAC-move policy (vtep_fdb_judge).  Returns a
+ * VTEP_LEARN_* verdict; VTEP_LEARN_OK also when the lock was busy. */
 int vtep_fdb_learn(vtep_fdb_t *f, uint64_t key, uint64_t binding, uint32_t now);
 
 /* Control thread. */

@@ -12,7 +12,9 @@
 #include <errno.h>
 #include <poll.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 #include "engine.h"
@@ -36,6 +38,7 @@ struct vtep_loop {
     vtep_out_t *outs;
     uint32_t max_out;
     uint8_t *verdicts;
+    uint8_t *sent;            /* per frame of the burst: a copy of it went out */
     vtep_io_t **dirty;        /* handles with frames to flush */
     uint32_t n_dirty;
     uint32_t stats_at;        /* when the kernel's RX drops were last read */
@@ -64,8 +67,9 @@ vtep_loop_t *vtep_loop_new(vtep_engine_t *e, uint32_t burst, int *err)
     l->pkts = calloc(burst, sizeof *l->pkts);
     l->outs = calloc(l->max_out, sizeof *l->outs);
     l->verdicts = calloc(burst, 1);
+    l->sent = calloc(burst, 1);
     l->w = vtep_worker_new(e);
-    if (!l->ports || !l->active || !l->pfds || !l->dirty || !l->pkts || !l->outs || !l->verdicts || !l->w) {
+    if (!l->ports || !l->active || !l->pfds || !l->dirty || !l->pkts || !l->outs || !l->verdicts || !l->sent || !l->w) {
         vtep_loop_free(l);
         return NULL;
     }
@@ -101,6 +105,7 @@ void vtep_loop_free(vtep_loop_t *l)
     free(l->pkts);
     free(l->outs);
     free(l->verdicts);
+    free(l->sent);
     free(l);
 }
 
@@ -225,6 +230,11 @@ static uint32_t run_burst(vtep_loop_t *l, vtep_io_t *io, uint32_t port, uint32_t
     int n_out = port == UINT32_MAX
                     ? vtep_underlay_burst(l->w, l->pkts, n, now, l->outs, l->max_out, l->verdicts)
                     : vtep_access_burst(l->w, port, l->pkts, n, now, l->outs, l->max_out, l->verdicts);
+    /* "forwarded" counts frames, not copies: a flooded frame is one frame
+     * forwarded however many copies went, so that every frame received is
+     * either forwarded or has at least one drop counted with its reason. */
+    uint64_t forwarded = 0;
+    memset(l->sent, 0, n);
     for (int i = 0; i < n_out; i++) {
         const vtep_out_t *o = &l->outs[i];
         vtep_io_t *to = o->kind == VTEP_OUT_PORT ? l->ports[o->target] : l->underlay;
@@ -234,9 +244,15 @@ static uint32_t run_burst(vtep_loop_t *l, vtep_io_t *io, uint32_t port, uint32_t
         }
         int rc = send_out(to, o, &l->pkts[o->pkt]);
         mark_dirty(l, to);  /* a super-frame may have queued segments before failing */
-        if (vtep_unlikely(rc))
+        if (vtep_unlikely(rc)) {
             count_lost(l, in, o, rc == -EMSGSIZE ? VTEP_DROP_MTU : VTEP_DROP_RING_FULL);
+        } else if (!l->sent[o->pkt]) {
+            l->sent[o->pkt] = 1;
+            forwarded++;
+            VTEP_COUNTER_ADD(vtep_segment_block(l->w, o->segment)->forwarded, 1);
+        }
     }
+    VTEP_COUNTER_ADD(in->forwarded, forwarded);
     /* Outputs were copied out: the frames can go back to the kernel. */
     vtep_io_rx_done(io);
     /* A flush the kernel refused (link down) leaves its slots queued: the
@@ -268,11 +284,31 @@ static void read_links(vtep_loop_t *l, uint32_t now)
     }
 }
 
-static uint32_t now_seconds(void)
+/* One reading per pass (vDSO, no syscall): seconds for the FDB, the
+ * worker's ns clock for rate limits.  CLOCK_MONOTONIC is the clock
+ * Python's time.monotonic() reads, which the control thread ages by. */
+static uint32_t read_clock(vtep_worker_t *w)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);  /* the clock Python's time.monotonic() reads */
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    vtep_worker_set_clock(w, (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec);
     return (uint32_t)ts.tv_sec;
+}
+
+/* A link going down leaves ENETDOWN on its packet sockets, and poll()
+ * reports POLLERR until someone reads it: read it, or the loop would spin
+ * for as long as the link stays down.  The rings need nothing else: the
+ * kernel resumes them when the link comes back.  (A TAP's fd is no socket:
+ * getsockopt fails, and there is nothing to clear.) */
+static void clear_errors(vtep_loop_t *l)
+{
+    for (uint32_t i = 1; i < l->n_pfds; i++) {
+        if (l->pfds[i].revents & POLLERR) {
+            int err;
+            socklen_t len = sizeof err;
+            (void)getsockopt(l->pfds[i].fd, SOL_SOCKET, SO_ERROR, &err, &len);
+        }
+    }
 }
 
 static void *loop_main(void *arg)
@@ -283,7 +319,7 @@ static void *loop_main(void *arg)
         vtep_worker_yield(l->w);
         if (l->changed)
             rebuild_poll_set(l);
-        uint32_t now = now_seconds(), got = 0;
+        uint32_t now = read_clock(l->w), got = 0;
         if (l->underlay)
             got += run_burst(l, l->underlay, UINT32_MAX, now);
         for (uint32_t i = 0; i < l->n_active; i++)
@@ -291,11 +327,12 @@ static void *loop_main(void *arg)
         if (got)
             continue;
         read_links(l, now);
-        if (poll(l->pfds, l->n_pfds, POLL_MS) > 0 && (l->pfds[0].revents & POLLIN)) {
+        if (poll(l->pfds, l->n_pfds, POLL_MS) > 0) {
             uint64_t v;
-            if (read(l->w->wake_fd, &v, sizeof v) < 0) {
+            if ((l->pfds[0].revents & POLLIN) && read(l->w->wake_fd, &v, sizeof v) < 0) {
                 /* already drained */
             }
+            clear_errors(l);
         }
     }
     pthread_mutex_unlock(&l->w->lock);

@@ -18,6 +18,7 @@ struct burst {
     uint32_t max_out;
     uint32_t now;
     uint32_t pkt;               /* index of the frame being processed */
+    uint64_t now_ns;            /* the worker's clock, for rate limits */
 };
 
 VTEP_INLINE vtep_drop_t count_drop(struct burst *b, vtep_counters_t *seg, vtep_drop_t why)
@@ -84,6 +85,41 @@ VTEP_INLINE vtep_drop_t emit_remote(struct burst *b, const int ipv6, const struc
     return VTEP_DROP_NONE;
 }
 
+/* Learning the source MAC "src" of a frame from "binding" (vtep_fdb_pack
+ * without the time), if the segment learns; "can_learn" is 0 for a sender
+ * we could not send back to.  A probe and such a sender only ask.  Returns
+ * whether the MAC-move policy drops the frame (vtep_fdb_judge: the MAC
+ * belongs to another role). */
+VTEP_INLINE int learn_source(struct burst *b, struct vtep_segment *s, vtep_counters_t *seg,
+                             const uint8_t *src, uint64_t binding, int can_learn)
+{
+    if (!s->mac_learning)
+        return 0;
+    uint64_t key = vtep_eth_key(src);
+    int verdict = can_learn && !b->w->probe ? vtep_fdb_learn(&s->fdb, key, binding, b->now)
+                                            : vtep_fdb_claim(&s->fdb, key, binding, b->now);
+    if (verdict == VTEP_LEARN_REFUSED && can_learn)
+        VTEP_COUNTER_ADD(seg->learn_refused, 1);
+    return verdict == VTEP_LEARN_FOREIGN;
+}
+
+/* GCRA: a BUM frame from a limited port passes if the port's schedule runs
+ * no further ahead of now than its burst allows, and moves the schedule one
+ * interval on (one CAS, shared by the workers polling the port).  A probe
+ * only looks. */
+VTEP_INLINE int bum_admit(struct vtep_bum_limit *l, uint64_t now, int probe)
+{
+    uint64_t tat = __atomic_load_n(&l->tat, __ATOMIC_RELAXED);
+    for (;;) {
+        uint64_t due = tat > now ? tat : now;
+        if (due - now > l->tolerance)
+            return 0;
+        if (probe || __atomic_compare_exchange_n(&l->tat, &tat, due + l->interval, 1, __ATOMIC_RELAXED,
+                                                 __ATOMIC_RELAXED))
+            return 1;
+    }
+}
+
 /* Copy "f" to every port of "s" that a sender of class "from" may reach,
  * except "skip" (the ingress port, or UINT32_MAX); then, if "to_remotes", to
  * every remote on the segment's list (split horizon: never for frames that
@@ -130,8 +166,8 @@ VTEP_INLINE vtep_drop_t flood(struct burst *b, const int ipv6, const struct vtep
 
 /* One frame from access port "port_id" (bound to segment "s"). */
 VTEP_INLINE vtep_drop_t access_one(struct burst *b, const int ipv6, uint32_t port_id,
-                                   const struct vtep_port *port, struct vtep_segment *s,
-                                   vtep_counters_t *seg, const vtep_pkt_t *pkt)
+                                   const struct vtep_port *port, struct vtep_bum_limit *bum,
+                                   struct vtep_segment *s, vtep_counters_t *seg, const vtep_pkt_t *pkt)
 {
     const uint8_t *f = pkt->data;
     uint32_t len = pkt->len;
@@ -158,12 +194,19 @@ VTEP_INLINE vtep_drop_t access_one(struct burst *b, const int ipv6, uint32_t por
         why = VTEP_DROP_BAD_SRC_MAC;
         goto drop;
     }
-    if (s->mac_learning && !b->w->probe
-        && vtep_fdb_learn(&s->fdb, vtep_eth_key(src), vtep_fdb_binding(vtep_fdb_pack(0, (uint16_t)port_id, 0, from)), b->now))
-        VTEP_COUNTER_ADD(seg->learn_refused, 1);
+    if (learn_source(b, s, seg, src, vtep_fdb_binding(vtep_fdb_pack(0, (uint16_t)port_id, 0, from)), 1)) {
+        why = VTEP_DROP_FOREIGN_SRC_MAC;
+        goto drop;
+    }
 
-    if (vtep_eth_is_multicast(dst) || !vtep_fdb_lookup(&s->fdb, vtep_eth_key(dst), b->now, &v))
+    if (vtep_eth_is_multicast(dst) || !vtep_fdb_lookup(&s->fdb, vtep_eth_key(dst), b->now, &v)) {
+        /* Only BUM frames of a limited port pay for the limit. */
+        if (vtep_unlikely(bum->interval) && !bum_admit(bum, b->now_ns, b->w->probe)) {
+            why = VTEP_DROP_BUM_RATE_LIMIT;
+            goto drop;
+        }
         return flood(b, ipv6, s, seg, from, port_id, f, len, wire_len, 1);
+    }
 
     uint32_t target = vtep_fdb_target(v);
     if (vtep_fdb_flags(v) & VTEP_FDBF_REMOTE) {
@@ -207,11 +250,12 @@ VTEP_INLINE int access_burst(vtep_worker_t *w, const int ipv6, uint32_t port_id,
                              uint32_t n, uint32_t now, vtep_out_t *outs, uint32_t max_out, uint8_t *verdicts)
 {
     vtep_engine_t *e = w->engine;
-    struct burst b = {.w = w, .e = e, .outs = outs, .max_out = max_out, .now = now};
+    struct burst b = {.w = w, .e = e, .outs = outs, .max_out = max_out, .now = now, .now_ns = w->now_ns};
     if (n > 0xffff || port_id >= e->p.max_ports)
         return -EINVAL;
     b.in = vtep_port_block(w, port_id);
     const struct vtep_port *port = &e->ports[port_id];
+    struct vtep_bum_limit *bum = &e->bum[port_id];
     uint64_t rx_bytes = 0;
     for (uint32_t i = 0; i < n; i++)
         rx_bytes += pkts[i].len;
@@ -238,7 +282,7 @@ VTEP_INLINE int access_burst(vtep_worker_t *w, const int ipv6, uint32_t port_id,
         if (i + PREFETCH_FDB < n)
             prefetch_dst(s, &pkts[i + PREFETCH_FDB]);
         b.pkt = i;
-        verdicts[i] = (uint8_t)access_one(&b, ipv6, port_id, port, s, seg, &pkts[i]);
+        verdicts[i] = (uint8_t)access_one(&b, ipv6, port_id, port, bum, s, seg, &pkts[i]);
     }
     return (int)b.n_out;
 }
@@ -333,12 +377,11 @@ VTEP_INLINE vtep_drop_t underlay_forward(struct burst *b, const struct rx_frame 
     const uint8_t *dst = rx->inner, *src = rx->inner + VTEP_ETH_ALEN;
     vtep_drop_t why;
     /* Learn only from VTEPs we know: an address we have no template for
-     * could not be sent to anyway. */
-    if (s->mac_learning && !b->w->probe && rx->rid >= 0
-        && vtep_fdb_learn(&s->fdb, vtep_eth_key(src),
-                          vtep_fdb_binding(vtep_fdb_pack(0, (uint16_t)rx->rid, VTEP_FDBF_REMOTE, rx->from)),
-                          b->now))
-        VTEP_COUNTER_ADD(seg->learn_refused, 1);
+     * could not be sent to anyway.  The MAC-move policy holds for all. */
+    uint16_t place = (uint16_t)(rx->rid < 0 ? 0 : rx->rid);  /* no place for an unknown VTEP: only judged */
+    if (learn_source(b, s, seg, src, vtep_fdb_binding(vtep_fdb_pack(0, place, VTEP_FDBF_REMOTE, rx->from)),
+                     rx->rid >= 0))
+        return count_drop(b, seg, VTEP_DROP_FOREIGN_SRC_MAC);
 
     uint64_t v;
     if (vtep_eth_is_multicast(dst) || !vtep_fdb_lookup(&s->fdb, vtep_eth_key(dst), b->now, &v))

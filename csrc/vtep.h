@@ -105,7 +105,12 @@ typedef struct vtep_out {
 typedef struct vtep_counters {
     uint64_t rx_packets, rx_bytes;
     uint64_t tx_packets, tx_bytes;
-    uint64_t learn_refused;   /* MACs not learned: table full or static entry */
+    uint64_t learn_refused;   /* MACs not learned, frame forwarded: table full, or a
+                               * static entry of the same role holds it elsewhere */
+    uint64_t forwarded;       /* frames received here of which at least one copy was
+                               * handed to a link; the rest count at least one drop.
+                               * Counted by the worker loops (loop.c), where frames
+                               * are sent: a bare burst sends nothing */
     uint64_t drops[VTEP_DROP_COUNT];
 } vtep_counters_t;
 
@@ -142,6 +147,15 @@ int vtep_remote_set_neighbour(vtep_engine_t *e, uint32_t remote, const uint8_t *
 int vtep_port_add(vtep_engine_t *e, uint32_t seg, uint8_t pvlan_class);
 /* Removes the port and its FDB entries.  0 or -ENOENT. */
 int vtep_port_del(vtep_engine_t *e, uint32_t port);
+/* BUM rate limit of access port "port": of the broadcast, unknown unicast
+ * and multicast frames entering from it, at most "rate" per second pass,
+ * with bursts of up to "burst" at once (0: a tenth of a second's worth, at
+ * least 1); the rest are dropped as bum_rate_limit.  Rate 0 removes the
+ * limit.  A new limit starts with a full burst.  0, -ENOENT, or -EINVAL
+ * (rate above VTEP_BUM_RATE_MAX, where the ns clock's rounding would
+ * exceed 0.5%). */
+#define VTEP_BUM_RATE_MAX 10000000u
+int vtep_port_set_bum_limit(vtep_engine_t *e, uint32_t port, uint32_t rate, uint32_t burst);
 
 /* FDB of segment "seg".  add: 0, -ENOENT, -EINVAL (zero or multicast MAC, bad
  * target), -ENOSPC (segment full); replaces an entry for the same MAC.
@@ -167,8 +181,13 @@ int vtep_pvlan_allows(uint8_t from, uint8_t to);
 vtep_worker_t *vtep_worker_new(vtep_engine_t *e);
 void vtep_worker_free(vtep_worker_t *w);
 /* A worker for "what would happen" questions (vtepctl trace): its bursts
- * learn no MAC and its counters are summed by no one.  NULL on -ENOMEM. */
+ * learn no MAC, take no rate-limit token, and its counters are summed by
+ * no one.  NULL on -ENOMEM. */
 vtep_worker_t *vtep_worker_new_probe(vtep_engine_t *e);
+/* The time "w"'s next bursts see for rate limits, in nanoseconds of a
+ * monotonic clock (the worker loops set it once per pass; it starts at 0).
+ * The "now" of a burst stays in seconds: the FDB's clock. */
+void vtep_worker_set_clock(vtep_worker_t *w, uint64_t now_ns);
 
 /* Run "n" frames received on access port "port" (or, for the underlay burst,
  * on the underlay) through the pipeline at time "now" (seconds).  Writes

@@ -5,6 +5,9 @@ naming the first bad key ("segment[1].vni") and why.  Nothing is applied
 before everything is valid.  Unknown keys are errors: a typo must not
 silently turn a setting off."""
 import ipaddress
+import json
+import re
+import string
 import tomllib
 from dataclasses import dataclass, field
 
@@ -13,7 +16,9 @@ BACKENDS = ("tap", "afpacket")
 ROLES = ("promiscuous", "isolated", "community")
 VNI_MAX = (1 << 24) - 1
 IFNAMSIZ = 16  # Linux interface names: at most 15 bytes
+SUN_PATH_MAX = 107  # Unix socket paths: sizeof(sockaddr_un.sun_path) less the NUL
 MAX_COMMUNITIES = 64  # csrc/vtep.h VTEP_MAX_COMMUNITIES
+BUM_RATE_MAX = 10_000_000  # csrc/vtep.h VTEP_BUM_RATE_MAX: frames per second
 
 
 class ConfigError(ValueError):
@@ -34,6 +39,7 @@ class Vtep:
     workers: int = 1
     control_socket: str = "/run/vtepd/vtepd.sock"
     metrics: tuple[str, int] | None = None
+    bum_rate_limit: int = 0  # the ports' default; 0: unlimited
 
 
 @dataclass(frozen=True)
@@ -61,6 +67,7 @@ class Port:
     backend: str = "tap"
     role: str = "promiscuous"
     community: str | None = None
+    bum_rate_limit: int = 0  # BUM frames per second from this port (the [vtep] default applied); 0: unlimited
 
 
 @dataclass(frozen=True)
@@ -84,10 +91,15 @@ class Config:
 def load(path):
     """Read and check "path"; raises ConfigError (OSError for unreadable files)."""
     with open(path, "rb") as f:
-        try:
-            doc = tomllib.load(f)
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(str(path), f"not valid TOML: {e}") from None
+        data = f.read()
+    try:
+        doc = tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError(str(path), f"not UTF-8 text (byte {e.start})") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(str(path), f"not valid TOML: {e}") from None
+    except RecursionError:  # tomllib recurses once per level of nested arrays and tables
+        raise ConfigError(str(path), "not valid TOML: nested too deeply") from None
     return parse(doc)
 
 
@@ -100,7 +112,7 @@ def parse(doc):
     _unique((s.name for s in segments), "segment", "name")
     _vnis_unique(segments)
     by_name = {s.name: s for s in segments}
-    ports = tuple(_port(t, f"port[{i}]", by_name) for i, t in enumerate(_tables(doc, "port")))
+    ports = tuple(_port(t, f"port[{i}]", by_name, vtep) for i, t in enumerate(_tables(doc, "port")))
     _unique((p.name for p in ports), "port", "name")
     ports_by_name = {p.name: p for p in ports}
     fdb = tuple(_fdb(t, f"fdb[{i}]", vtep, by_name, ports_by_name) for i, t in enumerate(_tables(doc, "fdb")))
@@ -110,9 +122,9 @@ def parse(doc):
 
 def _vtep(t):
     _only(t, "vtep", {"underlay", "local", "destination_port", "port_range", "ttl", "udp_checksum",
-                      "workers", "control_socket", "metrics"})
+                      "workers", "control_socket", "metrics", "bum_rate_limit"})
     port_range = _get(t, "vtep", "port_range", list, [49152, 65535])
-    if len(port_range) != 2 or not all(isinstance(p, int) and 0 < p < 65536 for p in port_range) \
+    if len(port_range) != 2 or not all(type(p) is int and 0 < p < 65536 for p in port_range) \
             or port_range[0] > port_range[1]:
         raise ConfigError("vtep.port_range", f"must be [low, high] within 1..65535, got {port_range!r}")
     metrics = _get(t, "vtep", "metrics", str, None)
@@ -124,8 +136,10 @@ def _vtep(t):
         ttl=_int(t, "vtep", "ttl", 64, 1, 255),
         udp_checksum=_get(t, "vtep", "udp_checksum", bool, False),
         workers=_int(t, "vtep", "workers", 1, 1, 64),
-        control_socket=_get(t, "vtep", "control_socket", str, "/run/vtepd/vtepd.sock"),
+        control_socket=_socket_path(_get(t, "vtep", "control_socket", str, "/run/vtepd/vtepd.sock"),
+                                    "vtep.control_socket"),
         metrics=None if metrics is None else _host_port(metrics, "vtep.metrics"),
+        bum_rate_limit=_int(t, "vtep", "bum_rate_limit", 0, 0, BUM_RATE_MAX),
     )
 
 
@@ -139,7 +153,7 @@ def _segment(t, key, vtep):
     if len(communities) > MAX_COMMUNITIES:
         raise ConfigError(f"{key}.community_vni", f"at most {MAX_COMMUNITIES} communities")
     for name, vni in communities.items():
-        _vni(vni, f"{key}.community_vni.{name}")
+        _vni(vni, _key(f"{key}.community_vni", name))
     remotes = tuple(_ip(r, f"{key}.remote[{i}]") if isinstance(r, str) else _bad(f"{key}.remote[{i}]", "an address")
                     for i, r in enumerate(_get(t, key, "remote", list, [])))
     for i, r in enumerate(remotes):
@@ -166,15 +180,16 @@ def _segment(t, key, vtep):
     return segment
 
 
-def _port(t, key, segments):
-    _only(t, key, {"name", "backend", "segment", "role", "community"})
+def _port(t, key, segments, vtep):
+    _only(t, key, {"name", "backend", "segment", "role", "community", "bum_rate_limit"})
     name = _ifname(_get(t, key, "name", str), f"{key}.name")
     backend = _get(t, key, "backend", str, "tap")
     if backend not in BACKENDS:
         raise ConfigError(f"{key}.backend", f"must be one of {', '.join(BACKENDS)}")
     segment = _ref(_get(t, key, "segment", str), segments, f"{key}.segment", "segment")
     role, community = _role(t, key, segment, _get(t, key, "role", str, "promiscuous"))
-    return Port(name=name, segment=segment.name, backend=backend, role=role, community=community)
+    return Port(name=name, segment=segment.name, backend=backend, role=role, community=community,
+                bum_rate_limit=_int(t, key, "bum_rate_limit", vtep.bum_rate_limit, 0, BUM_RATE_MAX))
 
 
 def _fdb(t, key, vtep, segments, ports):
@@ -255,7 +270,15 @@ def _int(t, where, name, default, low, high):
 def _only(t, where, allowed):
     for name in t:
         if name not in allowed:
-            raise ConfigError(f"{where}.{name}" if where else name, "unknown key")
+            raise ConfigError(_key(where, name), "unknown key")
+
+
+def _key(where, name):
+    """The key "name" in table "where", quoted as TOML quotes it when it is not a bare key
+    (an empty name, spaces, dots, other scripts), so that the message shows which one."""
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+        name = json.dumps(name)
+    return f"{where}.{name}" if where else name
 
 
 def _table(value, key):
@@ -304,7 +327,8 @@ def _vni(value, key):
 
 def _mac(text, key):
     parts = text.replace("-", ":").split(":")
-    if len(parts) != 6 or not all(len(p) == 2 for p in parts):
+    # Hex digits only: int(p, 16) would also take "+2", " 2" and other scripts' digits.
+    if len(parts) != 6 or not all(len(p) == 2 and all(c in string.hexdigits for c in p) for p in parts):
         raise ConfigError(key, f"not a MAC address: {text!r}")
     try:
         raw = bytes(int(p, 16) for p in parts)
@@ -322,9 +346,11 @@ def _name(text, key):
 
 
 def _ifname(text, key):
-    if not 0 < len(text.encode()) < IFNAMSIZ or "/" in text or text in (".", "..") \
-            or any(c.isspace() for c in text):
-        raise ConfigError(key, f"not a Linux interface name (1..{IFNAMSIZ - 1} bytes, no '/' or spaces): {text!r}")
+    # The kernel's dev_valid_name(), and no NUL: it would end the name.
+    if not 0 < len(text.encode()) < IFNAMSIZ or text in (".", "..") \
+            or any(c.isspace() or c in "/:\0" for c in text):
+        raise ConfigError(key, f"not a Linux interface name (1..{IFNAMSIZ - 1} bytes, no '/', ':' or spaces): "
+                               f"{text!r}")
     return text
 
 
@@ -336,9 +362,16 @@ def _host_port(text, key):
         number = int(port)
     except ValueError:
         raise ConfigError(key, f"must be ADDRESS:PORT, got {text!r}") from None
-    if not sep or not 0 < number < 65536:
+    # ASCII digits only: int() would also take "+80", " 80", "8_0" and other scripts' digits.
+    if not sep or not port.isascii() or not port.isdigit() or not 0 < number < 65536:
         raise ConfigError(key, f"must be ADDRESS:PORT, got {text!r}")
     return host, number
+
+
+def _socket_path(text, key):
+    if not text or "\0" in text or len(text.encode()) > SUN_PATH_MAX:
+        raise ConfigError(key, f"must be a socket path of 1..{SUN_PATH_MAX} bytes, got {text!r}")
+    return text
 
 
 def fdb_entry(table, key, current):

@@ -30,6 +30,14 @@ def _mtu(ifname):
     return struct.unpack("16si", ifreq)[1]
 
 
+def _exists(ifname):
+    try:
+        socket.if_nametoindex(ifname)
+        return True
+    except OSError:
+        return False
+
+
 class PortError(OSError):
     """A port's link or TAP cannot be used; the message names the port."""
 
@@ -43,6 +51,7 @@ class Datapath:
         self.tables = Tables.build(config, underlay_mac=underlay.mac, underlay_mtu=underlay.mtu)
         self.engine = self.tables.engine
         self.loops = []
+        self._taps_held = {}  # TAP name -> ports of ours holding its queues (a reload overlaps two)
         try:
             self.loops = [Loop(self.engine) for _ in range(self.workers)]
             group = self._fanout_group(underlay.index)
@@ -66,8 +75,7 @@ class Datapath:
         """One handle per loop for config port "port"; PortError if it cannot."""
         try:
             if port.backend == "tap":
-                return [open_tap(port.name, multiqueue=self.workers > 1, frame_size=_TAP_FRAME)
-                        for _ in range(self.workers)]
+                return self._open_tap(port.name)
             try:
                 ifindex = socket.if_nametoindex(port.name)
             except OSError:
@@ -81,6 +89,24 @@ class Datapath:
         except OSError as e:
             raise PortError(e.errno, f"port {port.name}: {e.strerror or e}") from None
 
+    def _open_tap(self, name):
+        """A TAP that exists and is not ours is adopted: a persistent one an
+        operator or a hypervisor made (a vtepd, even a killed one, leaves none:
+        its TAPs die with their queues).  It stays when vtepd stops."""
+        leftover = not self._taps_held.get(name) and _exists(name)
+        try:
+            handles = [open_tap(name, multiqueue=self.workers > 1, frame_size=_TAP_FRAME)
+                       for _ in range(self.workers)]
+        except OSError as e:
+            if leftover:
+                raise PortError(e.errno, f"port {name}: an interface named {name!r} exists and is not a TAP "
+                                         f"vtepd can take over ({e.strerror}); remove it or rename the port") from None
+            raise
+        if leftover:
+            log.info("port %s: adopted the existing TAP %s (it is not removed when vtepd stops)", name, name)
+        self._taps_held[name] = self._taps_held.get(name, 0) + 1
+        return handles
+
     def attach(self, port_id, handles):
         for loop, handle in zip(self.loops, handles):
             loop.attach_port(port_id, handle)
@@ -88,6 +114,9 @@ class Datapath:
     def detach(self, port_id):
         for loop in self.loops:
             loop.detach_port(port_id)
+        name = next((n for n, pid in self.tables.ports.items() if pid == port_id), None)
+        if self._taps_held.get(name):
+            self._taps_held[name] -= 1
 
     def apply(self, config):
         """Reload: make the running tables and I/O hold "config"; returns the

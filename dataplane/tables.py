@@ -18,6 +18,10 @@ class ReloadError(ValueError):
     """A new configuration that the running daemon cannot take."""
 
 
+# [vtep] keys a reload may change: the ports carry their effect (config.Port).
+RELOADABLE_VTEP_KEYS = {"bum_rate_limit"}
+
+
 # Room to grow on reload without a new engine.
 def _room(n, least):
     return max(least, 4 * n)
@@ -57,7 +61,7 @@ class Tables:
         Raises ReloadError (or OSError from io.open) with nothing changed."""
         old = self.config
         for f in dataclasses.fields(new.vtep):
-            if getattr(old.vtep, f.name) != getattr(new.vtep, f.name):
+            if f.name not in RELOADABLE_VTEP_KEYS and getattr(old.vtep, f.name) != getattr(new.vtep, f.name):
                 raise ReloadError(f"vtep.{f.name}: changing it needs a restart of vtepd")
         d = _Diff(old, new)
         self._check_room(new)
@@ -90,9 +94,14 @@ class Tables:
                 pid = self.engine.add_port(self.segments[p.segment], p.role,
                                            self._community(p.segment, p.community))
                 self.ports[p.name] = pid
+                self.engine.set_bum_limit(pid, p.bum_rate_limit)
                 if io:
                     io.attach(pid, handles.pop(p.name))
                 changes.append(f"port {p.name} added")
+            for p in d.limited_ports:
+                # In place: the port, its I/O and its traffic stay.
+                self.engine.set_bum_limit(self.ports[p.name], p.bum_rate_limit)
+                changes.append(f"port {p.name}: bum_rate_limit {p.bum_rate_limit or 'unlimited'}")
             for e in d.added_fdb:
                 self.add_fdb(e)
                 changes.append(f"fdb {e.segment} {e.mac} {'set' if e in d.changed_fdb else 'added'}")
@@ -135,6 +144,16 @@ class Tables:
             self.engine.fdb_add(seg, e.mac, remote=self._remote(e.remote), role=e.role,
                                 community=self._community(e.segment, e.community))
 
+    def add_fdb_many(self, template, macs):
+        """Static entries like "template" (a config.FdbEntry) for each MAC of
+        "macs" (checked ones), in one engine call; returns how many were
+        added (VtepError, with "added", on a refused one)."""
+        seg = self.segments[template.segment]
+        if template.port is not None:
+            return self.engine.fdb_add_many(seg, macs, port=self.ports[template.port])
+        return self.engine.fdb_add_many(seg, macs, remote=self._remote(template.remote), role=template.role,
+                                        community=self._community(template.segment, template.community))
+
     def _remote(self, address):
         if address not in self.remotes:
             self.remotes[address] = self.engine.add_remote(str(address))
@@ -147,7 +166,8 @@ class Tables:
 class _Diff:
     """What differs between configs "old" and "new".  A segment whose
     settings changed (anything but its remote list) is removed and added
-    again, and so are its ports; a port whose settings changed likewise; an
+    again, and so are its ports; a port whose settings changed likewise,
+    unless only its bum_rate_limit did; an
     FDB entry whose segment or port is new again is added again."""
 
     def __init__(self, old, new):
@@ -163,9 +183,14 @@ class _Diff:
         self.added_remotes = [(new_segs[n], a) for n in kept for a in new_segs[n].remote
                               if a not in old_segs[n].remote]
 
+        def port_core(p):
+            return p and dataclasses.replace(p, bum_rate_limit=0)
         old_ports, new_ports = {p.name: p for p in old.ports}, {p.name: p for p in new.ports}
         renewed_ports = {n for n, p in old_ports.items()
-                         if new_ports.get(n) != p or p.segment in renewed}
+                         if port_core(new_ports.get(n)) != port_core(p) or p.segment in renewed}
+        # A port whose only change is its limit keeps running; the limit changes in place.
+        self.limited_ports = [p for n, p in new_ports.items()
+                              if n in old_ports and n not in renewed_ports and old_ports[n] != p]
         self.removed_ports = [old_ports[n] for n in old_ports if n in renewed_ports]
         self.added_ports = [p for n, p in new_ports.items() if n not in old_ports or n in renewed_ports]
 

@@ -133,6 +133,11 @@ def _explain_inner(tables, names, segment, cls, inner, port, step, now):
     known = engine.fdb_get(seg, src, now) if not int(src[:2], 16) & 1 and src != "00:00:00:00:00:00" else None
     if not cfg.mac_learning:
         step("learn", "MAC learning is off in this segment")
+    elif known and known["role"] is not None and pvlan_class(known["role"], known["community"]) != cls:
+        # The MAC-move policy (docs/fastpath.md): one role per MAC in a segment.
+        step("learn", f"{src} belongs to another role ({_where(names, known)}): "
+                      "the frame is dropped (foreign_src_mac)")
+        return
     elif known and known["static"]:
         step("learn", f"{src} has a static entry ({_where(names, known)}): it never moves")
     else:

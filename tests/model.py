@@ -23,7 +23,7 @@ DROP_REASONS = (
     "none", "runt", "bad_header", "ip_options", "fragment", "bad_checksum", "bad_flags",
     "not_tunnel", "not_local", "unknown_vni", "unknown_remote", "vlan_tagged", "bad_src_mac",
     "no_port", "pvlan_deny", "no_destination", "hairpin", "split_horizon", "mtu",
-    "no_neighbour", "ring_full",
+    "no_neighbour", "ring_full", "foreign_src_mac", "bum_rate_limit",
 )
 DROP = {name: i for i, name in enumerate(DROP_REASONS)}
 
@@ -40,6 +40,7 @@ VXLAN_I = 0x08
 GRE_K = 0x2000
 VNI_MAX = 0xFFFFFF
 M32 = 0xFFFFFFFF
+BUM_RATE_MAX = 10_000_000  # vtep.h VTEP_BUM_RATE_MAX
 
 
 def pvlan_class(role, community=None):
@@ -362,6 +363,7 @@ def _err(code):
 
 def new_counters():
     return {"rx_packets": 0, "rx_bytes": 0, "tx_packets": 0, "tx_bytes": 0, "learn_refused": 0,
+            "forwarded": 0,  # counted by worker loops only, never by a bare burst
             "drops": [0] * len(DROP_REASONS)}
 
 
@@ -393,17 +395,31 @@ class Segment:
         e = self.fdb.get(mac)
         return e if e is not None and self.live(e, now) else None
 
+    def claim(self, mac, kind, target, cls, now):
+        """The MAC-move policy (docs/fastpath.md): "foreign" if a live entry
+        gives the MAC another role (an entry of unknown role claims none),
+        "refused" if a static entry holds it elsewhere, else "ok"."""
+        e = self.lookup(mac, now)
+        if e is None:
+            return "ok"
+        if e.cls not in (UNKNOWN, cls):
+            return "foreign"
+        if e.static and (e.kind, e.target) != (kind, target):
+            return "refused"  # a static entry never moves
+        return "ok"
+
     def learn(self, mac, kind, target, cls, now):
-        """False if the MAC could not be learned: a static entry holds it
-        elsewhere, or the table is full.  Aged entries still take room until
-        expired (vtep.h: count holds them)."""
+        """claim(), and on "ok" the entry learned, refreshed or moved within
+        its role; "refused" too when the table is full.  Aged entries still
+        take room until expired (vtep.h: count holds them)."""
+        verdict = self.claim(mac, kind, target, cls, now)
         e = self.fdb.get(mac)
-        if e is not None and e.static:
-            return (e.kind, e.target) == (kind, target)  # never moves; same place is fine
+        if verdict != "ok" or (e is not None and e.static):
+            return verdict
         if e is None and len(self.fdb) >= self.limit:
-            return False
-        self.fdb[mac] = Entry(kind, target, False, cls, now)  # new, refreshed or moved
-        return True
+            return "refused"
+        self.fdb[mac] = Entry(kind, target, False, cls, now)  # new, refreshed, moved, or an aged one reused
+        return "ok"
 
 
 class _Burst:
@@ -433,6 +449,7 @@ class Model:
         self.remotes = []  # id -> [address, next hop MAC or None]
         self.vnis = {}  # (encapsulation, vni) -> (segment id, sender class)
         self.counter_blocks = {}
+        self.bum = {}  # port id -> [interval ns, tolerance ns, theoretical arrival time ns]
 
     # -- tables --
 
@@ -497,7 +514,33 @@ class Model:
             raise _err(errno.ENOSPC)
         self.ports[pid] = (seg, cls)
         self.segments[seg].ports.append(pid)
+        self.bum.pop(pid, None)
         return pid
+
+    def set_bum_limit(self, port, rate, burst=0):
+        """GCRA, a token bucket as a schedule: a BUM frame passes when the
+        schedule runs at most (burst - 1) intervals ahead of now."""
+        if port not in self.ports:
+            raise _err(errno.ENOENT)
+        if rate > BUM_RATE_MAX:
+            raise _err(errno.EINVAL)
+        if rate == 0:
+            self.bum.pop(port, None)
+            return
+        burst = burst or max(rate // 10, 1)
+        interval = (1_000_000_000 + rate // 2) // rate
+        self.bum[port] = [interval, (burst - 1) * interval, 0]
+
+    def _bum_admit(self, port, now_ns):
+        limit = self.bum.get(port)
+        if limit is None:
+            return True
+        interval, tolerance, tat = limit
+        due = max(tat, now_ns)
+        if due - now_ns > tolerance:
+            return False
+        limit[2] = due + interval
+        return True
 
     def fdb_add(self, seg, mac, *, port=None, remote=None, role=None, community=None, static=True,
                 last_seen=0):
@@ -636,8 +679,9 @@ class Model:
     def _fanout(self):
         return max((len(s.ports) + len(s.remotes) for s in self.segments.values()), default=0)
 
-    def access(self, port, frames, now=0):
-        """(verdicts, outputs) as Engine.access returns them."""
+    def access(self, port, frames, now=0, clock_ns=None):
+        """(verdicts, outputs) as Engine.access returns them; "clock_ns" is
+        the rate limits' clock, by default "now" in ns."""
         if port >= self.max_ports:
             raise _err(errno.EINVAL)
         frames = [bytes(f) for f in frames]
@@ -651,11 +695,11 @@ class Model:
             if port not in self.ports:
                 why = self._drop(ingress, None, "no_port")
             else:
-                why = self._access_one(b, ingress, port, f, now)
+                why = self._access_one(b, ingress, port, f, now, now * 10**9 if clock_ns is None else clock_ns)
             verdicts.append(DROP[why or "none"])
         return verdicts, b.outs
 
-    def _access_one(self, b, ingress, port, f, now):
+    def _access_one(self, b, ingress, port, f, now, now_ns):
         sid, frm = self.ports[port]
         s, seg = self.segments[sid], self._block("segment", sid)
         self._count(seg, "rx", len(f))
@@ -668,10 +712,15 @@ class Model:
         dst, src = f[:6], f[6:12]
         if is_multicast(src) or src == bytes(6):
             return self._drop(ingress, seg, "bad_src_mac")
-        if s.mac_learning and not s.learn(src, "local", port, frm, now):
+        learned = s.learn(src, "local", port, frm, now) if s.mac_learning else "ok"
+        if learned == "foreign":
+            return self._drop(ingress, seg, "foreign_src_mac")  # a MAC of another role
+        if learned == "refused":
             seg["learn_refused"] += 1
         e = None if is_multicast(dst) else s.lookup(dst, now)
         if e is None:
+            if not self._bum_admit(port, now_ns):
+                return self._drop(ingress, seg, "bum_rate_limit")
             return self._flood(b, ingress, s, seg, frm, port, f, True)
         if e.kind == "remote":
             # A remote MAC with a known role: forbidden unicast stops here.
@@ -689,7 +738,7 @@ class Model:
             why = self._emit_port(b, seg, e.target, f)
         return self._drop(ingress, seg, why) if why else None
 
-    def underlay(self, frames, now=0, flags=None):
+    def underlay(self, frames, now=0, flags=None, clock_ns=None):
         frames = [bytes(f) for f in frames]
         flags = flags or [0] * len(frames)
         b = _Burst(len(frames), self._fanout())
@@ -722,8 +771,17 @@ class Model:
             return self._drop(ingress, seg, "vlan_tagged")  # RFC 7348 section 6.1
         if is_multicast(src) or src == bytes(6):
             return self._drop(ingress, seg, "bad_src_mac")
-        # Learn only from a VTEP we have an id for: we could not send to any other.
-        if s.mac_learning and rid is not None and not s.learn(src, "remote", rid, frm, now):
+        # Learn only from a VTEP we have an id for: we could not send to any
+        # other.  The MAC-move policy holds for every sender.
+        if not s.mac_learning:
+            learned = "ok"
+        elif rid is None:
+            learned = "foreign" if s.claim(src, "remote", None, frm, now) == "foreign" else "ok"
+        else:
+            learned = s.learn(src, "remote", rid, frm, now)
+        if learned == "foreign":
+            return self._drop(ingress, seg, "foreign_src_mac")
+        if learned == "refused":
             seg["learn_refused"] += 1
         e = None if is_multicast(dst) else s.lookup(dst, now)
         if e is None:

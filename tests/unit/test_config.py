@@ -30,6 +30,8 @@ def test_example_loads_with_every_value():
         ("vm1", "community", "web"), ("gw", "promiscuous", None), ("vm2", "isolated", None),
         ("plain1", "promiscuous", None)]
     assert cfg.fdb[0].role == "promiscuous"
+    assert cfg.vtep.bum_rate_limit == 0
+    assert [p.bum_rate_limit for p in cfg.ports] == [0, 0, 1000, 0]
 
 
 def test_example_builds_engine_tables():
@@ -86,6 +88,12 @@ BAD = [
     ("port[3].role", "isolated", "port[3].role", "no isolated_vni"),
     ("port[0].backend", "dpdk", "port[0].backend", "tap, afpacket"),
     ("port[1].name", "vm1", "port", "appears twice"),
+    ("port[0].bum_rate_limit", -1, "port[0].bum_rate_limit", "0..10000000"),
+    ("port[0].bum_rate_limit", 10_000_001, "port[0].bum_rate_limit", "0..10000000"),
+    ("port[0].bum_rate_limit", "1000/s", "port[0].bum_rate_limit", "must be an integer"),
+    ("port[0].bum_rate_limit", 1.5, "port[0].bum_rate_limit", "must be an integer"),
+    ("vtep.bum_rate_limit", True, "vtep.bum_rate_limit", "must be an integer"),
+    ("vtep.bum_rate_limit", -5, "vtep.bum_rate_limit", "0..10000000"),
     ("fdb[0].mac", "01:00:5e:00:00:01", "fdb[0].mac", "unicast"),
     ("fdb[0].mac", "02:00:00:00:01", "fdb[0].mac", "not a MAC"),
     ("fdb[0].remote", None, "fdb[0]", "exactly one of remote and port"),
@@ -100,6 +108,14 @@ def test_bad_config_names_the_key_and_the_reason(doc, path, value, key, reason):
         config.parse(edit(doc, path, value))
     assert err.value.key == key
     assert reason in err.value.reason
+
+
+def test_bum_rate_limit_port_value_else_vtep_default_else_unlimited(doc):
+    doc = edit(edit(doc, "vtep.bum_rate_limit", None), "port[2].bum_rate_limit", None)
+    assert {p.bum_rate_limit for p in config.parse(doc).ports} == {0}
+    doc = edit(edit(doc, "vtep.bum_rate_limit", 500), "port[1].bum_rate_limit", 2000)
+    doc = edit(doc, "port[2].bum_rate_limit", 0)  # 0: this port unlimited despite the default
+    assert [p.bum_rate_limit for p in config.parse(doc).ports] == [500, 2000, 0, 500]
 
 
 def test_missing_section_and_wrong_shapes(doc):

@@ -157,6 +157,9 @@ def scenarios(draw):
         role = draw(st.sampled_from(seg_classes[sid]))
         args = (sid,) + (role if isinstance(role, tuple) else (role,))
         setup.append(("add_port", args, {}))
+        if draw(st.integers(0, 3)) == 0:  # some ports have a BUM rate limit that bursts here reach
+            limit = (n_ports, draw(st.sampled_from([1, 3, 20])), draw(st.sampled_from([0, 1, 2])))
+            setup.append(("set_bum_limit", limit, {}))
         n_ports += 1
     n_remotes = draw(st.integers(0, 3))
     for rid in range(n_remotes):
@@ -177,7 +180,9 @@ def scenarios(draw):
         if what == "access":
             port = draw(st.sampled_from(list(range(n_ports)) * 3 + [n_ports]))  # n_ports: unconfigured
             burst = st.lists(access_frames(engine["underlay_mtu"]), min_size=1, max_size=7)
-            events.append(("access", now, port, draw(burst)))
+            # The rate limits' ns clock, anywhere within the second "now".
+            clock_ns = now * 10**9 + draw(st.sampled_from([0, 1, 50_000_000, 999_999_999]))
+            events.append(("access", now, port, draw(burst), clock_ns))
         elif what == "underlay":
             pkts = draw(st.lists(underlay_packets(family, vnis, engine["destination_port"]), min_size=1,
                                  max_size=6))
@@ -256,9 +261,9 @@ def test_engine_agrees_with_model(scenario):
     assert_same_state(engine, mdl, n_segments, "setup")
     for i, (what, now, *rest) in enumerate(events):
         if what == "access":
-            port, burst = rest
-            assert readable(*engine.access(port, burst, now)) == readable(*mdl.access(port, burst, now)), \
-                f"event {i}: access burst on port {port}"
+            port, burst, clock_ns = rest
+            assert readable(*engine.access(port, burst, now, clock_ns=clock_ns)) \
+                == readable(*mdl.access(port, burst, now, clock_ns=clock_ns)), f"event {i}: access burst on port {port}"
         elif what == "underlay":
             burst, flags = rest
             assert readable(*engine.underlay(burst, now, flags)) == readable(*mdl.underlay(burst, now, flags)), \
@@ -340,6 +345,59 @@ def test_decap_verdicts_agree_with_model(case):
 
 def test_drop_reasons_are_the_same_list():
     assert packet.DROP_REASONS == model.DROP_REASONS
+
+
+# ---- the MAC-move policy: three MACs claimed by senders of every role ----
+
+ROLES = [("promiscuous",), ("isolated",), ("community", 0), ("community", 1)]
+PVLAN_VNIS = {"promiscuous": 10, "isolated": 11, 0: 12, 1: 13}
+
+
+def _vni_of(role):
+    return PVLAN_VNIS[role[-1] if role[0] == "community" else role[0]]
+
+
+@st.composite
+def mac_claims(draw):
+    """A PVLAN segment with a port of every role and two remotes (a third
+    VTEP unknown), some static entries, then frames from 3 MACs sent by any
+    port or, on any role's VNI, by any VTEP."""
+    statics = draw(st.lists(st.tuples(st.sampled_from(HOSTS[:3]), fdb_targets(4, 2)), max_size=2))
+    events, now = [], 0
+    for _ in range(draw(st.integers(1, 12))):
+        now += draw(st.integers(0, 4))
+        src = draw(st.sampled_from(HOSTS[:3]))
+        dst = draw(st.sampled_from(HOSTS[:3] + [BROADCAST]))
+        f = raw(dst) + raw(src) + b"\x88\xb5" + bytes(46)
+        if draw(st.booleans()):
+            events.append(("access", now, draw(st.integers(0, 3)), f))
+        else:
+            peer = draw(st.sampled_from(PEERS[4][:2] + [STRANGER[4]]))
+            params = model.TunnelParams("vxlan", peer, LOCAL[4], "02:00:00:00:99:99", "02:00:00:00:99:01")
+            events.append(("underlay", now, model.encap(params, _vni_of(draw(st.sampled_from(ROLES))), f)))
+    return statics, draw(st.sampled_from([0, 3])), events
+
+
+@SETTINGS
+@given(mac_claims())
+def test_mac_moves_agree_with_model(case):
+    statics, ageing, events = case
+    engine, mdl = Engine(LOCAL[4], **LIMITS), model.Model(LOCAL[4], **LIMITS)
+    for target in (engine, mdl):
+        seg = target.add_segment("vxlan", 10, 11, [12, 13], fdb_ageing_sec=ageing)
+        for role in ROLES:
+            target.add_port(seg, *role)
+        for peer in PEERS[4][:2]:
+            target.segment_add_remote(seg, target.add_remote(peer))
+    for mac, kwargs in statics:
+        call_both(engine, mdl, "fdb_add", (0, mac), kwargs)
+    for i, (what, now, *rest) in enumerate(events):
+        if what == "access":
+            port, f = rest
+            assert readable(*engine.access(port, [f], now)) == readable(*mdl.access(port, [f], now)), f"event {i}"
+        else:
+            assert readable(*engine.underlay(rest, now)) == readable(*mdl.underlay(rest, now)), f"event {i}"
+        assert_same_state(engine, mdl, 1, f"event {i} ({what})")
 
 
 # ---- a frame across two engines ----

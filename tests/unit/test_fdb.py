@@ -6,7 +6,7 @@ import random
 import pytest
 
 from dataplane._engine import Engine, VtepError
-from dataplane.packet import DROP_REASONS
+from dataplane.packet import DROP_REASONS, Tunnel
 
 BROADCAST = "ff:ff:ff:ff:ff:ff"
 
@@ -266,3 +266,148 @@ def test_a_million_entries_stay_exact():
         found = e.fdb_get(seg, n.to_bytes(6, "big"))
         assert (found is None) == (n % 2 == 1)
     assert len(e.fdb_entries(seg)) == count // 2
+
+
+# ---- the MAC-move policy: a MAC has one role in a segment ----
+
+class PvlanVtep:
+    """One PVLAN segment (5000, isolated 5001, communities 5002 and 5003)
+    with a port of every role, and a peer VTEP that sends on any of its VNIs."""
+
+    VNI = {"promiscuous": 5000, "isolated": 5001, "web": 5002, "db": 5003}
+
+    def __init__(self, **segment):
+        self.e = Engine("198.18.0.1", max_ports=8, max_segments=1, max_remotes=4)
+        self.seg = self.e.add_segment("vxlan", 5000, 5001, [5002, 5003], **segment)
+        self.port = {"promiscuous": self.e.add_port(self.seg, "promiscuous"),
+                     "isolated": self.e.add_port(self.seg, "isolated"),
+                     "web": self.e.add_port(self.seg, "community", 0),
+                     "db": self.e.add_port(self.seg, "community", 1)}
+        self.remote = self.e.add_remote("198.18.0.2")
+        self.e.set_neighbour(self.remote, "02:00:00:00:99:02")
+        self.e.segment_add_remote(self.seg, self.remote)
+        self.tunnel = Tunnel("vxlan", "198.18.0.2", "198.18.0.1")
+
+    def send(self, role, dst, src, now=0, probe=False):
+        verdicts, outs = self.e.access(self.port[role], [frame(dst, src)], now, probe=probe)
+        return DROP_REASONS[verdicts[0]], sorted((kind, target) for _, kind, target, _ in outs)
+
+    def receive(self, role, dst, src, now=0):
+        """A frame from the peer VTEP on the VNI of "role"."""
+        verdicts, outs = self.e.underlay([self.tunnel.encap(self.VNI[role], frame(dst, src))], now)
+        return DROP_REASONS[verdicts[0]], sorted((kind, target) for _, kind, target, _ in outs)
+
+    def entry(self, m, now=0):
+        e = self.e.fdb_get(self.seg, m, now)
+        return e and (e["kind"], e["target"], e["role"], e["community"])
+
+    def counts(self, where="segment", id=None):
+        c = self.e.counters(where, self.seg if id is None else id)
+        return c["learn_refused"], c["drops"][DROP_REASONS.index("foreign_src_mac")]
+
+
+def test_a_learned_mac_moves_within_its_role_local_or_remote():
+    v = PvlanVtep()
+    other_isolated = v.e.add_port(v.seg, "isolated")
+    v.send("isolated", BROADCAST, mac(1))
+    assert v.e.access(other_isolated, [frame(BROADCAST, mac(1))])[0] == [0]
+    assert v.entry(mac(1)) == ("local", other_isolated, "isolated", None)
+    assert v.receive("isolated", BROADCAST, mac(1))[0] == "none"  # migrated behind the peer
+    assert v.entry(mac(1)) == ("remote", v.remote, "isolated", None)
+    assert v.counts() == (0, 0)
+
+
+@pytest.mark.parametrize("owner, forger", [("promiscuous", "isolated"), ("web", "db"), ("isolated", "promiscuous"),
+                                           ("web", "isolated")])
+def test_a_local_port_cannot_take_a_mac_of_another_role(owner, forger):
+    v = PvlanVtep()
+    v.send(owner, BROADCAST, mac(1))
+    assert v.send(forger, mac(9), mac(1)) == ("foreign_src_mac", [])  # dropped, not forwarded
+    assert v.entry(mac(1))[:2] == ("local", v.port[owner])
+    assert v.counts() == (0, 1)
+    assert v.counts("port", v.port[forger]) == (0, 1)
+    # The owner's traffic still goes to the owner.
+    assert v.send("promiscuous" if owner != "promiscuous" else "web", mac(1), mac(2))[1] == [("port", v.port[owner])]
+
+
+def test_the_underlay_cannot_take_a_mac_of_another_role():
+    v = PvlanVtep()
+    v.send("promiscuous", BROADCAST, mac(1))
+    assert v.receive("isolated", BROADCAST, mac(1)) == ("foreign_src_mac", [])
+    assert v.receive("web", mac(1), mac(1)) == ("foreign_src_mac", [])
+    assert v.entry(mac(1)) == ("local", v.port["promiscuous"], "promiscuous", None)
+    # A remote MAC learned on the isolated VNI cannot be taken by a local community port.
+    v.receive("isolated", BROADCAST, mac(2))
+    assert v.send("web", BROADCAST, mac(2))[0] == "foreign_src_mac"
+    assert v.entry(mac(2)) == ("remote", v.remote, "isolated", None)
+    assert v.counts() == (0, 3)
+
+
+def test_a_vtep_no_table_knows_is_judged_too():
+    """With no remote list, a VTEP we have no id for is not learned from,
+    but its frames still may not claim a MAC of another role."""
+    v = PvlanVtep()
+    v.e.segment_del_remote(v.seg, v.remote)
+    stranger = Tunnel("vxlan", "198.18.0.99", "198.18.0.1")
+    v.send("promiscuous", BROADCAST, mac(1))
+    verdicts, _ = v.e.underlay([stranger.encap(5001, frame(BROADCAST, mac(1)))])
+    assert DROP_REASONS[verdicts[0]] == "foreign_src_mac"
+    verdicts, _ = v.e.underlay([stranger.encap(5001, frame(BROADCAST, mac(3)))])
+    assert DROP_REASONS[verdicts[0]] == "none" and v.entry(mac(3)) is None
+
+
+def test_a_static_entry_of_another_role_drops_and_of_the_same_role_only_refuses():
+    v = PvlanVtep()
+    v.e.fdb_add(v.seg, mac(1), port=v.port["web"])
+    v.e.fdb_add(v.seg, mac(2), remote=v.remote, role="promiscuous")
+    assert v.send("db", BROADCAST, mac(1))[0] == "foreign_src_mac"
+    assert v.receive("isolated", BROADCAST, mac(2))[0] == "foreign_src_mac"
+    assert v.counts() == (0, 2)
+    # Same role, another place: forwarded, not learned (learn_refused).
+    assert v.send("promiscuous", BROADCAST, mac(2))[0] == "none"
+    assert v.entry(mac(2)) == ("remote", v.remote, "promiscuous", None)
+    assert v.counts() == (1, 2)
+
+
+def test_an_entry_of_unknown_role_claims_none():
+    v = PvlanVtep()
+    v.e.fdb_add(v.seg, mac(1), remote=v.remote, static=False)  # pushed without a role, may age
+    assert v.send("isolated", BROADCAST, mac(1))[0] == "none"
+    assert v.entry(mac(1)) == ("local", v.port["isolated"], "isolated", None)
+    v.e.fdb_add(v.seg, mac(2), remote=v.remote)  # static, no role: never moves, drops nothing
+    assert v.send("isolated", BROADCAST, mac(2))[0] == "none"
+    assert v.counts() == (1, 0)
+
+
+def test_a_host_that_changes_role_is_learned_once_its_entry_ages_out():
+    v = PvlanVtep(fdb_ageing_sec=10)
+    v.send("web", BROADCAST, mac(1), now=100)
+    assert v.send("isolated", BROADCAST, mac(1), now=110)[0] == "foreign_src_mac"
+    assert v.send("isolated", BROADCAST, mac(1), now=111)[0] == "none"
+    assert v.entry(mac(1), now=111)[:3] == ("local", v.port["isolated"], "isolated")
+
+
+def test_forged_frames_do_not_refresh_the_owners_entry():
+    v = PvlanVtep(fdb_ageing_sec=10)
+    v.send("promiscuous", BROADCAST, mac(1), now=100)
+    for now in range(101, 111):
+        v.send("isolated", BROADCAST, mac(1), now=now)
+    assert v.e.fdb_get(v.seg, mac(1), 110)["last_seen"] == 100
+
+
+def test_a_probe_sees_the_policy_but_counts_and_learns_nothing():
+    v = PvlanVtep()
+    v.send("promiscuous", BROADCAST, mac(1))
+    assert v.send("isolated", BROADCAST, mac(1), probe=True)[0] == "foreign_src_mac"
+    assert v.send("isolated", BROADCAST, mac(5), probe=True)[0] == "none"
+    assert v.entry(mac(5)) is None and v.counts() == (0, 0)
+
+
+def test_learning_off_leaves_forged_sources_to_the_pvlan_rules():
+    """Without learning nothing can move: a forged source is just a frame
+    from its port's role."""
+    v = PvlanVtep(mac_learning=False)
+    v.e.fdb_add(v.seg, mac(1), port=v.port["promiscuous"])
+    assert v.send("isolated", mac(2), mac(1)) == ("none", [("port", v.port["promiscuous"]),
+                                                          ("underlay", v.remote)])
+    assert v.entry(mac(1))[:2] == ("local", v.port["promiscuous"])
