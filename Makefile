@@ -155,8 +155,11 @@ build/vtep-sink: perf/sink.c
 
 # build/micro and the system benchmark's tools too: benchmarks must keep
 # compiling even when nobody runs them.
+# pytest records the attack, fault and load rows (tests/reliability.py) from
+# which docs/RELIABILITY.md is written.
 test: build test-c fuzz-smoke build/micro $(PERF_TOOLS)
 	$(PY) -m pytest
+	$(PY) -m tests.reliability_report
 	@$(MAKE) --no-print-directory test-asan
 
 build/micro: perf/micro.c $(CORE_DEP)
