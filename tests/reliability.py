@@ -54,6 +54,4 @@ def pytest_sessionfinish(session):
     if not _rows or os.environ.get("PYTEST_XDIST_WORKER"):
         return
     RECORD.parent.mkdir(exist_ok=True)
-    old = json.loads(RECORD.read_text()) if RECORD.exists() else {}
-    old.update(_rows)  # a partial run refreshes its own rows and keeps the rest
-    RECORD.write_text(json.dumps(old, indent=1, sort_keys=True))
+    RECORD.write_text(json.dumps(_rows, indent=1, sort_keys=True))  # this run's rows only
