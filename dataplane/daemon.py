@@ -19,6 +19,7 @@ their sockets, so even a killed vtepd leaves nothing behind.
 tables built from it) and exits 0 or 1."""
 import argparse
 import asyncio
+import ctypes
 import logging
 import os
 import signal
@@ -41,6 +42,7 @@ HOUSEKEEPING_SEC = 1.0   # FDB ageing and the next-hop safety net
 # often.  The kernel's own check (DELAY 5 s, then probes) takes longer, so
 # asking sooner gains nothing; asking later delays noticing a dead remote.
 RESOLICIT_STALE_SEC = 5
+TRIM_HEAP_SEC = 60  # see _trim_heap()
 
 
 def check(path):
@@ -241,8 +243,12 @@ class Daemon:
         return self.port_up.get(name)
 
     async def _housekeeping(self):
+        trimmed = time.monotonic()
         while True:
             await asyncio.sleep(HOUSEKEEPING_SEC)
+            if time.monotonic() - trimmed >= TRIM_HEAP_SEC:
+                trimmed = time.monotonic()
+                _trim_heap()
             now = int(time.monotonic())
             t = self.datapath.tables
             for seg in t.segments.values():
@@ -299,6 +305,19 @@ class Daemon:
         async def snap():
             return self.snapshot()
         return lambda: asyncio.run_coroutine_threadsafe(snap(), loop).result(timeout=5)
+
+
+def _trim_heap():
+    """Give the heap's free memory back to the system.  glibc keeps what
+    Python frees, and the netlink messages parsed at every refresh (pyroute2)
+    leave the heap fragmented: under link churn vtepd's RSS crept up by about
+    0.5 MiB a minute, all of it free memory (measured: flat with this, and
+    Python's traced allocations flat without it).  A creeping RSS would hide
+    a real leak.  Costs a few milliseconds a minute."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc
 
 
 class _JournalFormatter(logging.Formatter):
