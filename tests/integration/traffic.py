@@ -93,6 +93,9 @@ class Flow:
             else:
                 self.arrival[seq] = now
 
+    def stop_sending(self):
+        self._sending.clear()
+
     def stop(self, drain=0.5):
         """Stop sending, give datagrams in flight "drain" seconds, stop receiving."""
         self._sending.clear()

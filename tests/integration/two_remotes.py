@@ -104,7 +104,11 @@ def flows(site, remotes=("K",), rate=RATE):
     return made
 
 
-def stop_all(made):
+def stop_all(made, drain=0.5):
+    """Stop every flow's sender, give the last datagrams "drain" seconds to
+    arrive, then stop the receivers."""
+    for f in made.values():
+        f.stop_sending()
+    time.sleep(drain)
     for f in made.values():
         f.stop(drain=0)
-    time.sleep(0.5)
