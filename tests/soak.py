@@ -40,7 +40,6 @@ the identity needs the counters from the start.
 
 Writes build/soak.json (samples, changes, flows, checks) and prints a
 summary; exit status 0 when every check passed."""
-import contextlib
 import functools
 import itertools
 import json
@@ -52,7 +51,6 @@ import statistics
 import sys
 import time
 
-from pyroute2 import NetNS, netns
 
 from tests.integration import two_remotes as topo
 from tests.integration import vtepd as v
@@ -78,26 +76,6 @@ PORT_H3 = '\n[[port]]\nname = "h3"\nbackend = "afpacket"\nsegment = "plain"\n'
 
 def config(with_h3):
     return topo.CONFIG + PORT_H2 + (PORT_H3 if with_h3 else "")
-
-
-@contextlib.contextmanager
-def own_namespaces():
-    """make(role) -> (name, NetNS), all removed on the way out (the tests'
-    `namespaces` fixture, for a run outside pytest)."""
-    made, serial = [], itertools.count()
-
-    def make(role):
-        name = f"vtept{os.getpid()}-{next(serial)}{role}"
-        made.append((name, NetNS(name, flags=os.O_CREAT)))
-        return made[-1]
-
-    try:
-        yield make
-    finally:
-        for name, ns in made:
-            ns.close()
-            with contextlib.suppress(OSError):
-                netns.remove(name)
 
 
 def build(namespaces):
@@ -355,7 +333,7 @@ def main():
         return 2
     seconds = int(os.environ.get("SOAK_SECONDS", "3600"))
     out = ROOT / "build" / "soak.json"
-    with own_namespaces() as namespaces:
+    with v.fresh_namespaces() as namespaces:
         result = run(seconds, namespaces, ROOT / "build" / "soak")
     out.write_text(json.dumps(result, indent=1))
     print(summary(result))

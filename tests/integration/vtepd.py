@@ -2,6 +2,8 @@
 namespace, started the way systemd starts it (READY=1 on $NOTIFY_SOCKET)
 and talked to through its control socket, plus the small topology helpers
 the tests share (veths, addresses, hosts in namespaces)."""
+import contextlib
+import itertools
 import os
 import signal
 import socket
@@ -9,12 +11,33 @@ import subprocess
 import sys
 import time
 
-from pyroute2 import netns
+from pyroute2 import NetNS, netns
 
 from dataplane import control
 
 IFA_F_NODAD = 0x02
+_serial = itertools.count()
 READY_TIMEOUT = 15
+
+
+@contextlib.contextmanager
+def fresh_namespaces():
+    """make(role) -> (name, NetNS): a new namespace named vtept<pid>-<n><role>;
+    all of them removed on the way out, also after a failure."""
+    made = []
+
+    def make(role):
+        name = f"vtept{os.getpid()}-{next(_serial)}{role}"
+        made.append((name, NetNS(name, flags=os.O_CREAT)))
+        return made[-1]
+
+    try:
+        yield make
+    finally:
+        for name, ns in made:
+            ns.close()
+            with contextlib.suppress(OSError):
+                netns.remove(name)
 
 
 def in_netns(name):
