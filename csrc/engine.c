@@ -356,84 +356,61 @@ static int port_set_bum_limit_paused(vtep_engine_t *e, uint32_t port, uint32_t r
 
 /* The table changes that workers must not see half-done: each runs with
  * the workers paused between bursts. */
+#define PAUSED(e, call) __extension__({ \
+    vtep_engine_pause(e);               \
+    int rc_ = (call);                   \
+    vtep_engine_resume(e);              \
+    rc_;                                \
+})
+
 int vtep_engine_set_underlay(vtep_engine_t *e, const uint8_t mac[6], uint16_t mtu)
 {
-    vtep_engine_pause(e);
-    int rc = engine_set_underlay_paused(e, mac, mtu);
-    vtep_engine_resume(e);
-    return rc;
+    return PAUSED(e, engine_set_underlay_paused(e, mac, mtu));
 }
 
 int vtep_segment_add(vtep_engine_t *e, const vtep_segment_params_t *p)
 {
-    vtep_engine_pause(e);
-    int rc = segment_add_paused(e, p);
-    vtep_engine_resume(e);
-    return rc;
+    return PAUSED(e, segment_add_paused(e, p));
 }
 
 int vtep_segment_del(vtep_engine_t *e, uint32_t seg)
 {
-    vtep_engine_pause(e);
-    int rc = segment_del_paused(e, seg);
-    vtep_engine_resume(e);
-    return rc;
+    return PAUSED(e, segment_del_paused(e, seg));
 }
 
 int vtep_segment_add_remote(vtep_engine_t *e, uint32_t seg, uint32_t remote)
 {
-    vtep_engine_pause(e);
-    int rc = segment_add_remote_paused(e, seg, remote);
-    vtep_engine_resume(e);
-    return rc;
+    return PAUSED(e, segment_add_remote_paused(e, seg, remote));
 }
 
 int vtep_remote_add(vtep_engine_t *e, const vtep_addr_t *addr)
 {
-    vtep_engine_pause(e);
-    int rc = remote_add_paused(e, addr);
-    vtep_engine_resume(e);
-    return rc;
+    return PAUSED(e, remote_add_paused(e, addr));
 }
 
 int vtep_remote_set_neighbour(vtep_engine_t *e, uint32_t remote, const uint8_t *mac)
 {
-    vtep_engine_pause(e);
-    int rc = remote_set_neighbour_paused(e, remote, mac);
-    vtep_engine_resume(e);
-    return rc;
+    return PAUSED(e, remote_set_neighbour_paused(e, remote, mac));
 }
 
 int vtep_port_add(vtep_engine_t *e, uint32_t seg, uint8_t pvlan_class)
 {
-    vtep_engine_pause(e);
-    int rc = port_add_paused(e, seg, pvlan_class);
-    vtep_engine_resume(e);
-    return rc;
+    return PAUSED(e, port_add_paused(e, seg, pvlan_class));
 }
 
 int vtep_port_del(vtep_engine_t *e, uint32_t port)
 {
-    vtep_engine_pause(e);
-    int rc = port_del_paused(e, port);
-    vtep_engine_resume(e);
-    return rc;
+    return PAUSED(e, port_del_paused(e, port));
 }
 
 int vtep_port_set_bum_limit(vtep_engine_t *e, uint32_t port, uint32_t rate, uint32_t burst)
 {
-    vtep_engine_pause(e);
-    int rc = port_set_bum_limit_paused(e, port, rate, burst);
-    vtep_engine_resume(e);
-    return rc;
+    return PAUSED(e, port_set_bum_limit_paused(e, port, rate, burst));
 }
 
 int vtep_segment_del_remote(vtep_engine_t *e, uint32_t seg, uint32_t remote)
 {
-    vtep_engine_pause(e);
-    int rc = segment_del_remote_paused(e, seg, remote);
-    vtep_engine_resume(e);
-    return rc;
+    return PAUSED(e, segment_del_remote_paused(e, seg, remote));
 }
 
 static void entry_unpack(uint64_t key, uint64_t v, vtep_fdb_entry_t *out)

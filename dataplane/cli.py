@@ -292,6 +292,7 @@ def _show_segments(result, args):
 def _show_ports(result, args):
     return _columns(result, {
         "NAME": "name", "BACKEND": "backend", "SEGMENT": "segment", "ROLE": "role", "COMMUNITY": "community",
+        "BUM-LIMIT": lambda p: p.get("bum_rate_limit") or None,  # frames/s; 0 (none) shows as "-"
         "STATE": lambda p: "?" if p["up"] is None else "up" if p["up"] else "down", "RX-PACKETS": "rx_packets",
         "TX-PACKETS": "tx_packets", "DROPS": "drops"})
 
@@ -318,7 +319,7 @@ def _show_counters(result, args):
     rows += [{"kind": "segment", "name": name, **c} for name, c in result["segments"].items()]
     return _columns(rows, {
         "KIND": "kind", "NAME": "name", "RX-PACKETS": "rx_packets", "RX-BYTES": "rx_bytes",
-        "TX-PACKETS": "tx_packets", "TX-BYTES": "tx_bytes", "LEARN-REFUSED": "learn_refused",
+        "FORWARDED": lambda c: c.get("forwarded"), "TX-PACKETS": "tx_packets", "TX-BYTES": "tx_bytes", "LEARN-REFUSED": "learn_refused",
         "DROPS": lambda c: " ".join(f"{reason}={n}" for reason, n in c["drops"].items() if n) or None})
 
 

@@ -71,7 +71,8 @@ class Commands:
         for p in t.config.ports:
             c = t.engine.counters("port", t.ports[p.name])
             result.append({"name": p.name, "backend": p.backend, "segment": p.segment, "role": p.role,
-                           "community": p.community, "up": self.d.link_up(p.name),
+                           "community": p.community, "bum_rate_limit": p.bum_rate_limit,
+                           "up": self.d.link_up(p.name),
                            "rx_packets": c["rx_packets"], "tx_packets": c["tx_packets"],
                            "drops": sum(c["drops"])})
         return result

@@ -16,7 +16,7 @@ scrapes, so the numbers are always the engine's own.  It returns
      "fdb_entries": {segment_name: n},
      "remotes":     {address: resolved_bool}}
 
-where C = {"rx_packets", "rx_bytes", "tx_packets", "tx_bytes",
+where C = {"rx_packets", "rx_bytes", "tx_packets", "tx_bytes", "forwarded",
 "learn_refused", "drops": {reason: n}} (the reasons are csrc/vtep_error.def's
 counter names; whichever reasons C lists are exported, zeros included).
 A missing section or key counts as empty or zero.
@@ -24,10 +24,13 @@ A missing section or key counts as empty or zero.
 Exported (counters end in _total):
 
     vtep_port_{receive,transmit}_{packets,bytes}_total{port}
+    vtep_port_forwarded_packets_total{port}   received frames sent on (a flood once)
     vtep_port_drops_total{port,reason}
     vtep_underlay_{receive,transmit}_{packets,bytes}_total
+    vtep_underlay_forwarded_packets_total
     vtep_underlay_drops_total{reason}
     vtep_segment_{receive,transmit}_{packets,bytes}_total{segment}
+    vtep_segment_forwarded_packets_total{segment}
     vtep_segment_drops_total{segment,reason}
     vtep_segment_learn_refused_total{segment}
     vtep_drops_total{reason}          every port's drops plus the underlay's
@@ -59,6 +62,8 @@ _TRAFFIC = (
     ("rx_bytes", "receive_bytes", "Bytes received"),
     ("tx_packets", "transmit_packets", "Frames transmitted"),
     ("tx_bytes", "transmit_bytes", "Bytes transmitted"),
+    # With the drops it accounts for every frame received (tests/soak.py checks it).
+    ("forwarded", "forwarded_packets", "Received frames sent on (a flooded frame once)"),
 )
 
 # (snapshot section, metric prefix, label name or None, where the counters are).

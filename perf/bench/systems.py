@@ -74,10 +74,10 @@ class System:
 
     def path(self, direction, pcaps, size, flows, fdb_macs):
         if direction == "encap":
-            return Path(self.a, "a0", self.u, "u0", pcaps.inner("encap", size, flows, fdb_macs))
+            return Path(self.a, "a0", self.u, "u0", pcaps.inner("encap", size, flows, fdb_macs), self.d, "acc", "ul")
         pcap = pcaps.tunnel(size, flows, fdb_macs, vni=self.vni_in(), local=REMOTE, remote=LOCAL,
                             src_mac=self.u.mac("u0"), dst_mac=self.underlay_mac())
-        return Path(self.u, "u0", self.a, "a0", pcap)
+        return Path(self.u, "u0", self.a, "a0", pcap, self.d, "ul", "acc")
 
     def underlay_address(self, ifname="ul"):
         self.d.addr(ifname, LOCAL, PREFIXLEN)

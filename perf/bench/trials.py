@@ -94,11 +94,15 @@ class Path:
     sink_ns: object
     sink_dev: str
     pcap: str
+    dut_ns: object = None   # the device's namespace and its ingress and egress links: where frames
+    dut_in: str = ""        # were lost (before, in or after the device) comes from their counters
+    dut_out: str = ""
 
 
 def trial(tools, path, rate, duration, *, pids=(), drain=0.2):
     """Offer "rate" frames/s (0: flat out) for "duration" s; the result dict."""
     before = path.sink_ns.stats(path.sink_dev)
+    dut_before = _dut_stats(path)
     probe = CpuProbe(pids)
     probe.start()
     argv = tools.gen_argv(path.gen_dev, path.pcap, rate, duration)
@@ -107,13 +111,26 @@ def trial(tools, path, rate, duration, *, pids=(), drain=0.2):
     time.sleep(drain)
     cpu = probe.stop()
     after = path.sink_ns.stats(path.sink_dev)
+    dut_after = _dut_stats(path)
     received = after["rx_packets"] - before["rx_packets"]
     sent = gen["sent"]
     lost = sent - received
-    return {"asked": rate, "offered": gen["sent"] / gen["seconds"] if gen["seconds"] else 0.0, "sent": sent,
-            "received": received, "lost": lost, "loss": lost / sent if sent else 1.0,
-            "gen_errors": gen.get("errors", 0), "seconds": gen["seconds"],
-            "sink_rx_dropped": after.get("rx_dropped", 0) - before.get("rx_dropped", 0), "cpu": cpu}
+    result = {"asked": rate, "offered": gen["sent"] / gen["seconds"] if gen["seconds"] else 0.0, "sent": sent,
+              "received": received, "lost": lost, "loss": lost / sent if sent else 1.0,
+              "gen_errors": gen.get("errors", 0), "seconds": gen["seconds"],
+              "sink_rx_dropped": after.get("rx_dropped", 0) - before.get("rx_dropped", 0), "cpu": cpu}
+    if dut_before:
+        into, out_of = (dut_after[k] - dut_before[k] for k in ("in", "out"))
+        result["lost_where"] = {"before": sent - into, "in": into - out_of, "after": out_of - received}
+    return result
+
+
+def _dut_stats(path):
+    """Frames that reached the device's ingress link and left by its egress
+    link: with the generator's and sink's counts, where any loss happened."""
+    if path.dut_ns is None:
+        return None
+    return {"in": path.dut_ns.stats(path.dut_in)["rx_packets"], "out": path.dut_ns.stats(path.dut_out)["tx_packets"]}
 
 
 def latency_trial(tools, path, rate, duration, *, settle=1.0):

@@ -10,18 +10,17 @@ rate; the receiver counts which arrived.  The site is daemon_site.py's."""
 import json
 import os
 import socket
-import struct
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from pyroute2 import netns
 
 from dataplane import control
 
 from . import vtepd as v
 from .daemon_site import KERNEL_HOST, config, reachable, socket_inodes
+from .traffic import Flow
 
 pytestmark = pytest.mark.root
 
@@ -35,47 +34,6 @@ ANSWER_BOUND = 1.0
 # (ControlServer's timeout, as vtepd runs it); a dropped client must be gone
 # well within twice that.
 CONTROL_TIMEOUT = control.REQUEST_TIMEOUT
-
-
-class UdpFlow:
-    """Datagram i carries i; FLOW_RATE a second from "src" to "dst" (namespaces)."""
-
-    def __init__(self, src, dst):
-        self.rx = netns.create_socket(dst[0], socket.AF_INET, socket.SOCK_DGRAM)
-        self.rx.bind((KERNEL_HOST, FLOW_PORT))
-        self.rx.settimeout(0.1)
-        self.tx = netns.create_socket(src[0], socket.AF_INET, socket.SOCK_DGRAM)
-        self.sent, self.received = 0, set()
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._send, daemon=True),
-                         threading.Thread(target=self._receive, daemon=True)]
-        for t in self._threads:
-            t.start()
-
-    def _send(self):
-        start = time.monotonic()
-        while not self._stop.is_set():
-            self.tx.sendto(struct.pack("!I", self.sent) + bytes(60), (KERNEL_HOST, FLOW_PORT))
-            self.sent += 1
-            # On a fixed schedule: a late wake-up sends at once, not later still.
-            self._stop.wait(max(0.0, start + self.sent / FLOW_RATE - time.monotonic()))
-
-    def _receive(self):
-        while not (self._stop.is_set() and len(self.received) >= self.sent):
-            try:
-                self.received.add(struct.unpack_from("!I", self.rx.recv(2048))[0])
-            except socket.timeout:
-                if self._stop.is_set():
-                    return  # nothing more came within 0.1 s of the last datagram
-
-    def stop(self):
-        """(sent, lost)."""
-        self._stop.set()
-        for t in self._threads:
-            t.join(5)
-        self.rx.close()
-        self.tx.close()
-        return self.sent, self.sent - len(self.received & set(range(self.sent)))
 
 
 class WellBehavedClient:
@@ -113,7 +71,7 @@ class Abuse:
 
     def __enter__(self):
         self.rss_before = rss(self.d.proc.pid)
-        self.flow = UdpFlow(self.site["h1"], self.site["K"])
+        self.flow = Flow(self.site["h1"], self.site["K"], KERNEL_HOST, FLOW_PORT, FLOW_RATE).start()
         self.client = WellBehavedClient(self.d.socket)
         time.sleep(0.3)  # the flow and the client are going before the abuse starts
         return self
@@ -121,7 +79,8 @@ class Abuse:
     def __exit__(self, *exc):
         time.sleep(0.3)
         self.client.stop()
-        self.sent, self.lost = self.flow.stop()
+        self.flow.stop()
+        self.sent, self.lost = self.flow.count(), len(self.flow.lost())
         self.rss_after = rss(self.d.proc.pid)
 
     def check(self):

@@ -209,6 +209,8 @@ def test_metrics_on_loopback_when_configured(site, tmp_path, measured):
         rx = d.counters()["ports"]["h1"]["rx_packets"]
         line = next(ln for ln in page.splitlines() if ln.startswith('vtep_port_receive_packets_total{port="h1"}'))
         assert 0 < float(line.split()[-1]) <= rx
+        line = next(ln for ln in page.splitlines() if ln.startswith('vtep_port_forwarded_packets_total{port="h1"}'))
+        assert 0 < float(line.split()[-1]) <= rx
         assert 'vtep_drops_total{reason="pvlan_deny"}' in page
         assert 'vtep_remote_resolved{remote="198.18.0.2"} 1.0' in page
         # Loopback only: nothing listens on the underlay address.

@@ -494,6 +494,7 @@ def test_a_reload_changes_the_limit_in_place(make_site):
         sender.join()
     got = s.received(b"flow-hi!")
     assert changes == ["port hi: bum_rate_limit 20"]
+    assert {p["name"]: p["bum_rate_limit"] for p in s.d.ctl("show-ports")}["hi"] == 20
     assert got["hp"] == len(sent)
     start = time.monotonic()
     s.send("hi", [probe(BROADCAST, mac("hi"), b"afterrld", n) for n in range(200)])

@@ -12,7 +12,7 @@ from dataplane import __version__, metrics
 
 def counters(rx, tx, drops, learn_refused=0):
     return {"rx_packets": rx, "rx_bytes": rx * 100, "tx_packets": tx, "tx_bytes": tx * 100,
-            "learn_refused": learn_refused, "drops": drops}
+            "forwarded": rx - sum(drops.values()), "learn_refused": learn_refused, "drops": drops}
 
 
 def snapshot():
@@ -67,7 +67,8 @@ def test_names_labels_values(served):
     assert server.address == "127.0.0.1" and server.port > 0
     families, samples = scrape(server)
     for scope in ("port", "underlay", "segment"):
-        for part in ("receive_packets", "receive_bytes", "transmit_packets", "transmit_bytes", "drops"):
+        for part in ("receive_packets", "receive_bytes", "transmit_packets", "transmit_bytes", "forwarded_packets",
+                     "drops"):
             assert families[f"vtep_{scope}_{part}"] == "counter"
     assert families["vtep_segment_learn_refused"] == "counter"
     assert families["vtep_drops"] == "counter"
@@ -82,6 +83,9 @@ def test_names_labels_values(served):
     assert value(samples, "vtep_port_drops_total", port="vm1", reason="vlan_tagged") == 1
     assert value(samples, "vtep_port_drops_total", port="vm2", reason="mtu") == 4
     assert value(samples, "vtep_underlay_receive_packets_total") == 100
+    assert value(samples, "vtep_port_forwarded_packets_total", port="vm1") == 6
+    assert value(samples, "vtep_underlay_forwarded_packets_total") == 92
+    assert value(samples, "vtep_segment_forwarded_packets_total", segment="tenant-a") == 10
     assert value(samples, "vtep_underlay_transmit_bytes_total") == 20000
     assert value(samples, "vtep_underlay_drops_total", reason="unknown_vni") == 7
     assert value(samples, "vtep_underlay_drops_total", reason="ring_full") == 0

@@ -32,10 +32,10 @@ SEGMENTS = [
      "remote": [], "mac_learning": False, "fdb_entries": 0, "maximum_fdb_entries": 1024},
 ]
 PORTS = [
-    {"name": "vm1", "backend": "tap", "segment": "tenant-a", "role": "community", "community": "web", "up": True,
-     "rx_packets": 12, "tx_packets": 34, "drops": 5},
+    {"name": "vm1", "backend": "tap", "segment": "tenant-a", "role": "community", "community": "web",
+     "bum_rate_limit": 500, "up": True, "rx_packets": 12, "tx_packets": 34, "drops": 5},
     {"name": "eth2", "backend": "afpacket", "segment": "plain", "role": "promiscuous", "community": None,
-     "up": False, "rx_packets": 0, "tx_packets": 0, "drops": 0},
+     "bum_rate_limit": 0, "up": False, "rx_packets": 0, "tx_packets": 0, "drops": 0},
 ]
 FDB = [
     {"segment": "tenant-a", "mac": "02:00:00:00:01:01", "kind": "local", "target": "vm1", "role": "community",
@@ -52,7 +52,7 @@ REMOTES = [
 
 def _c(rx, drops=None, learn_refused=0):
     return {"rx_packets": rx, "rx_bytes": rx * 100, "tx_packets": rx * 2, "tx_bytes": rx * 200,
-            "learn_refused": learn_refused, "drops": drops or {"pvlan_deny": 0, "no_destination": 0}}
+            "forwarded": rx - sum((drops or {}).values()), "learn_refused": learn_refused, "drops": drops or {"pvlan_deny": 0, "no_destination": 0}}
 
 
 COUNTERS = {
@@ -185,9 +185,10 @@ def test_show_ports(vtepctl, daemon):
     status, out, _ = vtepctl("show", "ports")
     assert status == 0
     assert _rows(out) == [
-        ["NAME", "BACKEND", "SEGMENT", "ROLE", "COMMUNITY", "STATE", "RX-PACKETS", "TX-PACKETS", "DROPS"],
-        ["vm1", "tap", "tenant-a", "community", "web", "up", "12", "34", "5"],
-        ["eth2", "afpacket", "plain", "promiscuous", "-", "down", "0", "0", "0"],
+        ["NAME", "BACKEND", "SEGMENT", "ROLE", "COMMUNITY", "BUM-LIMIT", "STATE", "RX-PACKETS", "TX-PACKETS",
+         "DROPS"],
+        ["vm1", "tap", "tenant-a", "community", "web", "500", "up", "12", "34", "5"],
+        ["eth2", "afpacket", "plain", "promiscuous", "-", "-", "down", "0", "0", "0"],
     ]
     header, vm1, eth2 = out.splitlines()
     assert header.index("RX-PACKETS") + len("RX-PACKETS") == vm1.index("12") + 2  # numbers right-aligned
@@ -224,12 +225,12 @@ def test_show_counters(vtepctl):
     status, out, _ = vtepctl("show", "counters")
     assert status == 0
     assert _rows(out) == [
-        ["KIND", "NAME", "RX-PACKETS", "RX-BYTES", "TX-PACKETS", "TX-BYTES", "LEARN-REFUSED", "DROPS"],
-        ["port", "vm1", "12", "1200", "24", "2400", "0", "pvlan_deny=3", "vlan_tagged=2"],
-        ["port", "eth2", "0", "0", "0", "0", "0", "-"],
-        ["underlay", "-", "50", "5000", "100", "10000", "0", "unknown_vni=7"],
-        ["segment", "tenant-a", "62", "6200", "124", "12400", "4", "-"],
-        ["segment", "plain", "0", "0", "0", "0", "0", "-"],
+        ["KIND", "NAME", "RX-PACKETS", "RX-BYTES", "FORWARDED", "TX-PACKETS", "TX-BYTES", "LEARN-REFUSED", "DROPS"],
+        ["port", "vm1", "12", "1200", "7", "24", "2400", "0", "pvlan_deny=3", "vlan_tagged=2"],
+        ["port", "eth2", "0", "0", "0", "0", "0", "0", "-"],
+        ["underlay", "-", "50", "5000", "43", "100", "10000", "0", "unknown_vni=7"],
+        ["segment", "tenant-a", "62", "6200", "62", "124", "12400", "4", "-"],
+        ["segment", "plain", "0", "0", "0", "0", "0", "0", "-"],
     ]
 
 
