@@ -232,7 +232,7 @@ def results_md(data, plots_rel="plots"):
     out += ["## Method", "",
             "- Topology: namespaces A ─veth─ D ─veth─ U; the device under test in D between the access port "
             "`acc` and the underlay port `ul` (MTU 1600). Encap: the generator sends inner frames from A into "
-            "`acc`, U counts tunnel packets; decap: the generator sends VXLAN packets (made with `vtepctl pcap "
+            "`acc`, U counts tunnel packets (sent to a MAC not U's, so U's kernel drops them on arrival); decap: the generator sends VXLAN packets (made with `vtepctl pcap "
             "encap`) from U into `ul`, A counts inner frames. Addresses in 198.18.0.0/15.",
             f"- CPUs: generator (and sink, ovsdb-server) on CPU {o['gen_cpus']}; the device under test on CPU "
             f"{o['dut_cpus']} (taskset; OVS also pmd-cpu-mask). RPS steers the device's ingress veths to CPU "
