@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "perf"))
 
-from bench import frames, plan, report, search, topology  # noqa: E402
+from bench import frames, plan, report, search, topology, trials  # noqa: E402
 
 
 def device(capacity, noise=None):
@@ -227,3 +227,32 @@ def test_only_the_named_threads_go_to_the_measured_cpus():
         assert sum(seen.values()) >= 1 and os.sched_getaffinity(0) == {cpu}
     finally:
         os.sched_setaffinity(0, allowed)
+
+
+class FakeNs:
+    """A namespace whose links' counters move by "moves" when the generator runs."""
+
+    def __init__(self, counters, moves=None, sent=0):
+        self.counters, self.moves, self.sent = counters, moves or {}, sent
+
+    def stats(self, ifname):
+        return dict(self.counters[ifname])
+
+    def run(self, argv, **kw):
+        for ns, ifname, key, n in self.moves:
+            ns.counters[ifname][key] += n
+        return type("Done", (), {"stdout": f'{{"sent": {self.sent}, "seconds": 1.0}}\n'})()
+
+
+def test_a_trial_says_where_frames_were_lost():
+    """1000 sent; 990 reached the device, 960 left it, 955 reached the sink."""
+    sink = FakeNs({"u0": {"rx_packets": 7, "rx_dropped": 0}})
+    dut = FakeNs({"acc": {"rx_packets": 100, "tx_packets": 0}, "ul": {"rx_packets": 0, "tx_packets": 50}})
+    gen = FakeNs({}, moves=[(dut, "acc", "rx_packets", 990), (dut, "ul", "tx_packets", 960),
+                            (sink, "u0", "rx_packets", 955)], sent=1000)
+    path = trials.Path(gen, "a0", sink, "u0", "x.pcap", dut, "acc", "ul")
+    result = trials.trial(trials.Tools(gen="gen", sink="sink"), path, 1000, 1.0, drain=0)
+    assert (result["sent"], result["received"], result["lost"]) == (1000, 955, 45)
+    assert result["lost_where"] == {"before": 10, "in": 30, "after": 5}
+    assert "lost_where" not in trials.trial(trials.Tools(gen="gen", sink="sink"),
+                                            trials.Path(gen, "a0", sink, "u0", "x.pcap"), 1000, 1.0, drain=0)
