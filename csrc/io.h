@@ -10,6 +10,7 @@
 #ifndef VTEP_IO_H
 #define VTEP_IO_H
 
+#include <sys/uio.h>
 #include "util.h"
 #include "vtep.h"
 
@@ -31,6 +32,8 @@ struct vtep_io {
     uint32_t tx_head;
     uint32_t tx_queued;       /* slots filled and not yet handed to the kernel */
     int ifindex;              /* AF_PACKET: the link */
+    int super_fd;             /* AF_PACKET with vnet: a socket without rings for super-frames
+                               * (a TX ring takes no frame bigger than its slots), or -1 */
     uint32_t max_frame;       /* AF_PACKET: the link's MTU + Ethernet header (vtep_io_read_mtu) */
     uint8_t flush_due;        /* on its loop's list of handles to flush */
     /* TAP: one buffer per frame of a burst.  AF_PACKET: one buffer for a
@@ -45,6 +48,8 @@ int vtep_afpacket_tx(vtep_io_t *io, const uint8_t *hdr, uint32_t hdr_len, const 
 void vtep_afpacket_flush(vtep_io_t *io);
 uint32_t vtep_tap_rx(vtep_io_t *io, vtep_pkt_t *pkts, uint32_t max, uint32_t *oversize);
 int vtep_tap_tx(vtep_io_t *io, const uint8_t *hdr, uint32_t hdr_len, const uint8_t *data, uint32_t len);
+int vtep_afpacket_tx_super(vtep_io_t *io, const struct iovec *iov, int n);
+int vtep_tap_tx_super(vtep_io_t *io, const struct iovec *iov, int n);
 
 /* Lends up to "max" received frames in "pkts"; frames too big to take are
  * given back at once and counted in "*oversize".  Returns how many. */
@@ -67,6 +72,14 @@ VTEP_INLINE int vtep_io_tx(vtep_io_t *io, const uint8_t *hdr, uint32_t hdr_len, 
 {
     return io->kind == VTEP_IO_AFPACKET ? vtep_afpacket_tx(io, hdr, hdr_len, data, len)
                                         : vtep_tap_tx(io, hdr, hdr_len, data, len);
+}
+
+/* Send one frame gathered from "iov", its virtio-net header first (handles
+ * with "vnet" only), after the frames queued before it.  0, -ENOBUFS or
+ * -EMSGSIZE, as vtep_io_tx. */
+VTEP_INLINE int vtep_io_tx_super(vtep_io_t *io, const struct iovec *iov, int n)
+{
+    return io->kind == VTEP_IO_AFPACKET ? vtep_afpacket_tx_super(io, iov, n) : vtep_tap_tx_super(io, iov, n);
 }
 
 VTEP_INLINE void vtep_io_flush(vtep_io_t *io)

@@ -162,6 +162,16 @@ static int afpacket_setup(vtep_io_t *io, const vtep_afpacket_params_t *p)
         || (p->offload && (rc = setopt_int(io->fd, SOL_PACKET, PACKET_VNET_HDR, 1))))
         return rc;
     io->vnet = p->offload;
+    if (p->offload) {
+        /* Protocol 0: it receives nothing. */
+        io->super_fd = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        struct sockaddr_ll to = {.sll_family = AF_PACKET, .sll_ifindex = ifindex};
+        if (io->super_fd < 0 || bind(io->super_fd, (struct sockaddr *)&to, sizeof to) < 0)
+            return -errno;
+        if ((rc = setopt_int(io->super_fd, SOL_PACKET, PACKET_VNET_HDR, 1))
+            || (rc = setopt_int(io->super_fd, SOL_PACKET, PACKET_QDISC_BYPASS, 1)))
+            return rc;
+    }
     /* A frame too long for the link stops the kernel's walk of the TX ring
      * at its slot (TP_STATUS_WRONG_FORMAT) until we come round to that slot
      * again: lengths are checked here (and counted), and PACKET_LOSS makes
@@ -225,7 +235,7 @@ vtep_io_t *vtep_io_afpacket_open(const vtep_afpacket_params_t *p, int *err)
         return NULL;
     }
     io->kind = VTEP_IO_AFPACKET;
-    io->fd = -1;
+    io->fd = io->super_fd = -1;
     *err = afpacket_setup(io, p);
     if (*err) {
         vtep_io_close(io);
@@ -242,6 +252,8 @@ void vtep_io_close(vtep_io_t *io)
         munmap(io->map, io->map_len);
     if (io->fd >= 0)
         close(io->fd);
+    if (io->super_fd >= 0)
+        close(io->super_fd);
     free(io->bufs);
     free(io);
 }
@@ -343,6 +355,20 @@ int vtep_afpacket_tx(vtep_io_t *io, const uint8_t *hdr, uint32_t hdr_len, const 
     io->tx_head = (io->tx_head + 1) & (io->frames - 1);
     io->tx_queued++;
     return 0;
+}
+
+static int tx_errno(int e)
+{
+    return e == EAGAIN || e == ENOBUFS ? -ENOBUFS : e == EMSGSIZE || e == EINVAL ? -EMSGSIZE : -e;
+}
+
+int vtep_afpacket_tx_super(vtep_io_t *io, const struct iovec *iov, int n)
+{
+    if (io->super_fd < 0)
+        return -EMSGSIZE;
+    vtep_afpacket_flush(io);  /* what the ring holds went first */
+    struct msghdr msg = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)n};
+    return sendmsg(io->super_fd, &msg, MSG_DONTWAIT) >= 0 ? 0 : tx_errno(errno);
 }
 
 void vtep_afpacket_flush(vtep_io_t *io)

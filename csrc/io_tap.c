@@ -33,6 +33,7 @@ vtep_io_t *vtep_io_tap_open(const char *ifname, int multiqueue, uint32_t frame_s
         return NULL;
     }
     io->kind = VTEP_IO_TAP;
+    io->super_fd = -1;  /* super-frames go through the TAP's own fd */
     io->frame_size = frame_size ? frame_size : 2048;
     io->frames = TAP_BUFFERS;
     io->bufs = malloc((size_t)TAP_BUFFERS * io->frame_size);
@@ -87,6 +88,13 @@ int vtep_tap_tx(vtep_io_t *io, const uint8_t *hdr, uint32_t hdr_len, const uint8
     static const uint8_t done[VTEP_VNET_HDR_LEN];  /* nothing left to offload */
     struct iovec iov[3] = {{(void *)done, sizeof done}, {(void *)hdr, hdr_len}, {(void *)data, len}};
     if (writev(io->fd, iov, 3) >= 0)
+        return 0;
+    return errno == EAGAIN ? -ENOBUFS : errno == EINVAL ? -EMSGSIZE : -errno;
+}
+
+int vtep_tap_tx_super(vtep_io_t *io, const struct iovec *iov, int n)
+{
+    if (writev(io->fd, iov, n) >= 0)
         return 0;
     return errno == EAGAIN ? -ENOBUFS : errno == EINVAL ? -EMSGSIZE : -errno;
 }

@@ -18,7 +18,10 @@
 #include <time.h>
 #include <unistd.h>
 #include "engine.h"
+#include "eth.h"
+#include "gro.h"
 #include "io.h"
+#include "ipv6.h"
 #include "offload.h"
 
 enum { OUTS_PER_FRAME = 32, POLL_MS = 100 };
@@ -212,6 +215,52 @@ static int send_out(vtep_io_t *to, const vtep_out_t *o, vtep_pkt_t *p)
     return rc < 0 ? rc : 0;
 }
 
+/* Output "o" (decapsulated, toward "to") as a segment that may be joined
+ * (gro.h), its checksum finished first if the kernel left it to us. */
+static int joinable(vtep_io_t *to, const vtep_out_t *o, vtep_pkt_t *p, vtep_gro_seg_t *seg)
+{
+    if (o->hdr_len || p->gso_size || (to->kind == VTEP_IO_AFPACKET && o->data_len > to->max_frame))
+        return 0;
+    if (vtep_unlikely(p->flags & VTEP_PKT_CSUM_PARTIAL)) {
+        vtep_l4_csum_fill((uint8_t *)o->data, o->data_len);
+        p->flags &= ~(uint32_t)VTEP_PKT_CSUM_PARTIAL;
+    }
+    return vtep_gro_parse(o->data, o->data_len, seg);
+}
+
+/* Output "i" of an underlay burst toward a port that takes a virtio-net
+ * header, and the outputs right after it that continue its TCP flow: one
+ * super-frame (gro.h).  "*last" is the last output it sent; anything that
+ * joins nothing goes out as send_out() sends it. */
+static int send_joined(vtep_loop_t *l, vtep_io_t *to, int i, int n_out, int *last)
+{
+    const vtep_out_t *outs = l->outs;
+    vtep_gro_seg_t segs[VTEP_GRO_MAX_SEGS];
+    *last = i;
+    if (!joinable(to, &outs[i], &l->pkts[outs[i].pkt], &segs[0]))
+        return send_out(to, &outs[i], &l->pkts[outs[i].pkt]);
+    uint32_t payload = segs[0].payload_len;
+    int n = 1;
+    while (i + n < n_out && n < VTEP_GRO_MAX_SEGS) {
+        const vtep_out_t *o = &outs[i + n];
+        if (o->kind != VTEP_OUT_PORT || o->target != outs[i].target
+            || !joinable(to, o, &l->pkts[o->pkt], &segs[n])
+            || !vtep_gro_follows(&segs[0], &segs[n - 1], &segs[n], payload))
+            break;
+        payload += segs[n++].payload_len;
+    }
+    if (n == 1)
+        return send_out(to, &outs[i], &l->pkts[outs[i].pkt]);
+    struct vtep_vnet_hdr vnet;
+    uint8_t hdr[VTEP_ETH_HLEN + VTEP_IPV6_HLEN + 60];
+    vtep_gro_headers(&segs[0], &segs[n - 1], payload, &vnet, hdr);
+    struct iovec iov[VTEP_GRO_MAX_SEGS + 2] = {{&vnet, VTEP_VNET_HDR_LEN}, {hdr, segs[0].hdr_len}};
+    for (int k = 0; k < n; k++)
+        iov[k + 2] = (struct iovec){(void *)(segs[k].frame + segs[k].hdr_len), segs[k].payload_len};
+    *last = i + n - 1;
+    return vtep_io_tx_super(to, iov, n + 2);
+}
+
 /* One burst from handle "io" of port "port" (UINT32_MAX: the underlay).
  * Returns the frames it took. */
 static uint32_t run_burst(vtep_loop_t *l, vtep_io_t *io, uint32_t port, uint32_t now)
@@ -242,15 +291,22 @@ static uint32_t run_burst(vtep_loop_t *l, vtep_io_t *io, uint32_t port, uint32_t
             count_lost(l, in, o, VTEP_DROP_NO_PORT);
             continue;
         }
-        int rc = send_out(to, o, &l->pkts[o->pkt]);
+        int last = i;  /* the last output this send carries */
+        int rc = port == UINT32_MAX && o->kind == VTEP_OUT_PORT && to->vnet
+                     ? send_joined(l, to, i, n_out, &last)
+                     : send_out(to, o, &l->pkts[o->pkt]);
         mark_dirty(l, to);  /* a super-frame may have queued segments before failing */
-        if (vtep_unlikely(rc)) {
-            count_lost(l, in, o, rc == -EMSGSIZE ? VTEP_DROP_MTU : VTEP_DROP_RING_FULL);
-        } else if (!l->sent[o->pkt]) {
-            l->sent[o->pkt] = 1;
-            forwarded++;
-            VTEP_COUNTER_ADD(vtep_segment_block(l->w, o->segment)->forwarded, 1);
+        for (; i <= last; i++) {
+            o = &l->outs[i];
+            if (vtep_unlikely(rc)) {
+                count_lost(l, in, o, rc == -EMSGSIZE ? VTEP_DROP_MTU : VTEP_DROP_RING_FULL);
+            } else if (!l->sent[o->pkt]) {
+                l->sent[o->pkt] = 1;
+                forwarded++;
+                VTEP_COUNTER_ADD(vtep_segment_block(l->w, o->segment)->forwarded, 1);
+            }
         }
+        i = last;
     }
     VTEP_COUNTER_ADD(in->forwarded, forwarded);
     /* Outputs were copied out: the frames can go back to the kernel. */

@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "csum.h"
+#include "gro.h"
 #include "tunnel.h"
 
 static int failures;
@@ -321,6 +323,113 @@ static void test_decap_golden(void)
     CHECK(strcmp(vtep_drop_name(-1), "?") == 0);
 }
 
+
+/* ---- receive coalescing (gro.h): segments as a TSO cut makes them. */
+
+enum { SEG_MSS = 1000, SEG_HDR = 14 + 20 + 32, SEG_MAX = SEG_HDR + SEG_MSS + 1 };
+
+/* A TCP/IPv4 segment of "payload" bytes at "seq" (timestamps option, ACK
+ * and "flags"), both checksums right; its length. */
+static uint32_t tcp4_segment(uint8_t *f, uint32_t seq, uint32_t payload, uint8_t flags, uint16_t ip_id)
+{
+    static const uint8_t eth[14] = {2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0x00};
+    static const uint8_t opts[12] = {1, 1, 8, 10, 0, 0, 0, 7, 0, 0, 0, 9};
+    uint8_t *ip = f + 14, *th = ip + 20;
+    memset(f, 0, SEG_HDR);
+    memcpy(f, eth, 14);
+    ip[0] = 0x45;
+    vtep_put_be16(ip + 2, (uint16_t)(20 + 32 + payload));
+    vtep_put_be16(ip + 4, ip_id);
+    vtep_put_be16(ip + 6, 0x4000);
+    ip[8] = 64;
+    ip[9] = 6;
+    memcpy(ip + 12, "\xc0\x00\x02\x01\xc0\x00\x02\x02", 8);
+    vtep_put_be16(ip + 10, (uint16_t)~vtep_csum_fold(vtep_csum_add(0, ip, 20)));
+    vtep_put_be16(th, 40000);
+    vtep_put_be16(th + 2, 5201);
+    vtep_put_be32(th + 4, seq);
+    vtep_put_be32(th + 8, 777);
+    th[12] = 8 << 4;
+    th[13] = 0x10 | flags;
+    vtep_put_be16(th + 14, 512);
+    memcpy(th + 20, opts, sizeof opts);
+    for (uint32_t i = 0; i < payload; i++)
+        th[32 + i] = (uint8_t)(seq + i);
+    uint64_t sum = vtep_csum_add(0, ip + 12, 8) + 6 + 32 + payload;
+    vtep_put_be16(th + 16, (uint16_t)~vtep_csum_fold(vtep_csum_add(sum, th, 32 + payload)));
+    return SEG_HDR + payload;
+}
+
+static void test_gro(void)
+{
+    static uint8_t f[4][SEG_MAX];
+    vtep_gro_seg_t s[4];
+    uint32_t len[4];
+    for (int i = 0; i < 3; i++)
+        len[i] = tcp4_segment(f[i], 5000 + i * SEG_MSS, SEG_MSS, i == 2 ? 0x08 : 0, (uint16_t)(100 + i));
+    for (int i = 0; i < 3; i++)
+        CHECK(vtep_gro_parse(f[i], len[i], &s[i]));
+    CHECK_EQ(s[0].hdr_len, SEG_HDR);
+    CHECK_EQ(s[0].payload_len, SEG_MSS);
+    CHECK_EQ(s[1].seq, 5000 + SEG_MSS);
+    CHECK(!s[0].psh && s[2].psh);
+    CHECK(vtep_gro_follows(&s[0], &s[0], &s[1], SEG_MSS));
+    CHECK(vtep_gro_follows(&s[0], &s[1], &s[2], 2 * SEG_MSS));
+    CHECK(!vtep_gro_follows(&s[0], &s[0], &s[2], SEG_MSS));   /* a gap: seq 7000 after 5000 + 1000 */
+    CHECK(!vtep_gro_follows(&s[0], &s[2], &s[1], 2 * SEG_MSS)); /* nothing after PSH */
+
+    struct vtep_vnet_hdr vnet;
+    uint8_t hdr[SEG_HDR];
+    vtep_gro_headers(&s[0], &s[2], 3 * SEG_MSS, &vnet, hdr);
+    CHECK_EQ(vnet.flags, VTEP_VNET_NEEDS_CSUM);
+    CHECK_EQ(vnet.gso_type, VTEP_GSO_TCPV4);
+    CHECK_EQ(vnet.hdr_len, SEG_HDR);
+    CHECK_EQ(vnet.gso_size, SEG_MSS);
+    CHECK_EQ(vnet.csum_start, 34);
+    CHECK_EQ(vnet.csum_offset, 16);
+    CHECK_EQ(vtep_get_be16(hdr + 16), 20 + 32 + 3 * SEG_MSS);          /* IPv4 total length */
+    CHECK_EQ(vtep_csum_fold(vtep_csum_add(0, hdr + 14, 20)), 0xffff);   /* its header checksum */
+    CHECK_EQ(vtep_get_be32(hdr + 38), 5000);                            /* the first's sequence */
+    CHECK_EQ(hdr[47], 0x18);                                            /* ACK, and the last's PSH */
+    /* The TCP checksum holds the pseudo-header sum of the whole: the super-frame's
+     * bytes with it sum to what a finished checksum would make right. */
+    uint64_t pseudo = vtep_csum_add(0, hdr + 26, 8) + 6 + 32 + 3 * SEG_MSS;
+    CHECK_EQ(vtep_get_be16(hdr + 50), vtep_csum_fold(pseudo));
+    CHECK_BYTES("options", hdr + 54, f[0] + 54, 12);
+
+    /* What must not join, or not be taken at all. */
+    memcpy(f[3], f[1], len[1]);
+    f[3][SEG_HDR + 5] ^= 1;                                  /* a corrupted payload */
+    CHECK(!vtep_gro_parse(f[3], len[1], &s[3]));
+    len[3] = tcp4_segment(f[3], 5000 + SEG_MSS, SEG_MSS, 0x01, 101);   /* FIN */
+    CHECK(!vtep_gro_parse(f[3], len[3], &s[3]));
+    len[3] = tcp4_segment(f[3], 5000 + SEG_MSS, 0, 0, 101);            /* a bare ACK */
+    CHECK(!vtep_gro_parse(f[3], len[3], &s[3]));
+    len[3] = tcp4_segment(f[3], 5000 + SEG_MSS, SEG_MSS, 0, 101);
+    vtep_put_be16(f[3] + 34 + 2, 5202);                      /* another flow (checksum redone) */
+    vtep_put_be16(f[3] + 34 + 16, vtep_csum_update16(vtep_get_be16(f[3] + 34 + 16), 5201, 5202));
+    CHECK(vtep_gro_parse(f[3], len[3], &s[3]));
+    CHECK(!vtep_gro_follows(&s[0], &s[0], &s[3], SEG_MSS));
+    len[3] = tcp4_segment(f[3], 5000 + SEG_MSS, SEG_MSS, 0, 101);
+    f[3][34 + 24] ^= 1;                                      /* another timestamp */
+    vtep_put_be16(f[3] + 34 + 16, vtep_csum_update16(vtep_get_be16(f[3] + 34 + 16),
+                                                     vtep_get_be16(f[1] + 34 + 24), vtep_get_be16(f[3] + 34 + 24)));
+    CHECK(vtep_gro_parse(f[3], len[3], &s[3]));
+    CHECK(!vtep_gro_follows(&s[0], &s[0], &s[3], SEG_MSS));
+    len[3] = tcp4_segment(f[3], 5000 + SEG_MSS, SEG_MSS / 2, 0, 101);   /* a short segment joins ... */
+    CHECK(vtep_gro_parse(f[3], len[3], &s[3]));
+    CHECK(vtep_gro_follows(&s[0], &s[0], &s[3], SEG_MSS));
+    len[2] = tcp4_segment(f[2], 5000 + SEG_MSS + SEG_MSS / 2, SEG_MSS, 0, 102);
+    CHECK(vtep_gro_parse(f[2], len[2], &s[2]));
+    CHECK(!vtep_gro_follows(&s[0], &s[3], &s[2], SEG_MSS + SEG_MSS / 2));  /* ... but ends the run */
+    len[3] = tcp4_segment(f[3], 5000 + SEG_MSS, SEG_MSS + 1, 0, 101);
+    CHECK(vtep_gro_parse(f[3], len[3], &s[3]));
+    CHECK(!vtep_gro_follows(&s[0], &s[0], &s[3], SEG_MSS));             /* longer than the first */
+    CHECK(!vtep_gro_parse(f[0], 40, &s[3]));                  /* truncated */
+    f[0][14] = 0x46;                                          /* IP options */
+    CHECK(!vtep_gro_parse(f[0], len[0], &s[3]));
+}
+
 int main(void)
 {
     test_header_layout();
@@ -328,6 +437,7 @@ int main(void)
     test_rfc1624();
     test_golden_vxlan4();
     test_decap_golden();
+    test_gro();
     if (failures) {
         fprintf(stderr, "test_c: %d of %d checks FAILED\n", failures, checks);
         return 1;

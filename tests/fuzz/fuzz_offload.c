@@ -6,13 +6,20 @@
  *                      or NVGRE tunnel's): every segment lies inside the
  *                      frame, in order, with no more than "gso_size"
  *                      payload bytes, correct checksums inside and out;
- *   vtep_gso_segment   with any header length: bounded segments or an error.
+ *   vtep_gso_segment   with any header length: bounded segments or an error;
+ *   vtep_gro_*         (gro.h) on the segments of a TCP super-frame cut with
+ *                      no outer headers: when the first is taken, all are,
+ *                      each follows the one before, and the joined
+ *                      super-frame is the original (but for its lengths and
+ *                      checksums), its TCP checksum right once finished.
  *
  * Input: gso_type (1 byte), gso_size (2), outer headers (1: 0 none, 1
  * VXLAN/IPv4, 2 VXLAN/IPv6, 3 NVGRE/IPv4, 4 VXLAN/IPv4 with UDP checksums),
  * csum start (4) and offset (4), a raw header length (1), then the frame. */
 #include <errno.h>
 #include "fuzz_common.h"
+#include "gro.h"
+#include "util.h"
 
 static uint32_t outer_headers(uint8_t kind, const uint8_t *frame, size_t len, uint8_t *out)
 {
@@ -63,6 +70,78 @@ static void check_csum_fill(const uint8_t *frame, size_t len)
     free(copy);
 }
 
+/* The segments of one cut, each copied whole (headers, then payload). */
+struct cut {
+    uint8_t *bytes[VTEP_GRO_MAX_SEGS];
+    uint32_t len[VTEP_GRO_MAX_SEGS];
+    uint32_t n;
+};
+
+static int keep_segment(void *ctx, const uint8_t *h, uint32_t h_len, const uint8_t *payload, uint32_t n)
+{
+    struct cut *c = ctx;
+    if (c->n == VTEP_GRO_MAX_SEGS)
+        return -ENOBUFS;
+    uint8_t *b = malloc(h_len + n);
+    CHECK(b);
+    memcpy(b, h, h_len);
+    memcpy(b + h_len, payload, n);
+    c->bytes[c->n] = b;
+    c->len[c->n++] = h_len + n;
+    return 0;
+}
+
+/* What a join may change in headers: the IP lengths and IPv4 checksum, the TCP checksum. */
+static void blank_lengths_and_checksums(uint8_t *h, int ipv6, uint32_t l4)
+{
+    memset(h + 14 + (ipv6 ? 4 : 2), 0, 2);
+    if (!ipv6)
+        memset(h + 14 + 10, 0, 2);
+    memset(h + l4 + 16, 0, 2);
+}
+
+/* GSO cut, then GRO join: the super-frame again (see the file comment). */
+static void check_gro(const uint8_t *frame, size_t len, uint32_t hdr, uint16_t gso_size)
+{
+    struct cut c = {.n = 0};
+    if (vtep_gso_segment(NULL, 0, frame, (uint32_t)len, hdr, gso_size, keep_segment, &c) <= 0)
+        goto out;
+    vtep_gro_seg_t segs[VTEP_GRO_MAX_SEGS];
+    /* A FIN goes on the last segment, which then ends the run: not this check's case. */
+    if (!vtep_gro_parse(c.bytes[0], c.len[0], &segs[0]) || c.bytes[c.n - 1][(segs[0].ipv6 ? 54 : 34) + 13] & 0x01)
+        goto out;
+    CHECK(segs[0].hdr_len == hdr);
+    uint32_t payload = segs[0].payload_len;
+    for (uint32_t i = 1; i < c.n; i++) {
+        CHECK(vtep_gro_parse(c.bytes[i], c.len[i], &segs[i]));
+        CHECK(vtep_gro_follows(&segs[0], &segs[i - 1], &segs[i], payload));
+        payload += segs[i].payload_len;
+    }
+    CHECK(hdr + payload == len);
+    struct vtep_vnet_hdr vnet;
+    uint8_t *joined = malloc(len);
+    CHECK(joined);
+    vtep_gro_headers(&segs[0], &segs[c.n - 1], payload, &vnet, joined);
+    for (uint32_t i = 0, at = hdr; i < c.n; at += segs[i++].payload_len)
+        memcpy(joined + at, segs[i].frame + segs[i].hdr_len, segs[i].payload_len);
+    int ipv6 = vtep_get_be16(frame + 12) == 0x86dd;
+    uint32_t l4 = ipv6 ? 54 : 34;
+    uint8_t a[14 + 60 + 60], b[14 + 60 + 60];
+    memcpy(a, frame, hdr);
+    memcpy(b, joined, hdr);
+    blank_lengths_and_checksums(a, ipv6, l4);
+    blank_lengths_and_checksums(b, ipv6, l4);
+    CHECK(!memcmp(a, b, hdr));
+    CHECK(!memcmp(joined + hdr, frame + hdr, payload));
+    CHECK(vnet.gso_size == segs[0].payload_len && vnet.hdr_len == hdr && vnet.csum_start == l4);
+    CHECK(vtep_csum_finish(joined, (uint32_t)len, vnet.csum_start, vnet.csum_offset) == 0);
+    CHECK(fuzz_l4_csum_ok(joined, (uint32_t)len));
+    free(joined);
+out:
+    for (uint32_t i = 0; i < c.n; i++)
+        free(c.bytes[i]);
+}
+
 static void check_gso(const uint8_t *frame, size_t len, uint8_t gso_type, uint16_t gso_size, uint8_t outer_kind)
 {
     uint32_t hdr = vtep_gso_headers(frame, (uint32_t)len, gso_type);
@@ -80,6 +159,8 @@ static void check_gso(const uint8_t *frame, size_t len, uint8_t gso_type, uint16
     }
     CHECK(n > 0 && (uint32_t)n == g.segments && g.next == g.end);
     CHECK((uint32_t)n == (len - hdr + gso_size - 1) / gso_size);
+    if (!outer_kind && (gso_type & 0x7f) != VTEP_GSO_UDP_L4)
+        check_gro(frame, len, hdr, gso_size);
 }
 
 /* Any header length: an error, or segments that stay in bounds (their

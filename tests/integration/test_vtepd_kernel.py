@@ -14,7 +14,8 @@ veth whose other end is H1's eth0.  Offloads stay as veths and TAPs come:
 H1's TCP reaches vtepd as 64 KB super-frames with checksums unfinished, and
 the kernel VTEP's VXLAN packets carry unfinished inner checksums; vtepd
 finishes both (only the kernel's segmentation of VXLAN packets is off on
-k0: lab.no_tunnel_segmentation says why)."""
+k0: lab.no_tunnel_segmentation says why), and joins the kernel's segments
+again toward H1 (csrc/gro.h)."""
 import json
 import subprocess
 import time
@@ -190,9 +191,11 @@ def test_iperf3_tcp(pair, direction):
     vtepd, h1, h2 = pair["vtepd"], pair["h1"], pair["h2"]
     assert ping_retry(h1, H2[0])
     before = vtepd.counters()
+    host_rx = host_rx_packets(pair)
     client, server, server_ip = (h1, h2, H2[0]) if direction == "to-kernel" else (h2, h1, H1[0])
     bps = iperf3(client, server, server_ip)
     after = vtepd.counters()
+    host_rx = host_rx_packets(pair) - host_rx
     print(f"\nvtepd <-> kernel VXLAN, IPv{pair['family']} underlay, {pair['backend']} port, {direction}: "
           f"{bps / 1e6:.0f} Mbit/s")
     assert bps > MIN_MBITS * 1e6, f"{bps / 1e6:.1f} Mbit/s"
@@ -206,3 +209,17 @@ def test_iperf3_tcp(pair, direction):
     assert data_bytes > MIN_MBITS * 1e6 / 8 * 2
     print(f"drops: {drops(after)}")
     assert_clean(after)
+    if direction == "from-kernel":
+        # Receive coalescing (csrc/gro.h): H1 gets the kernel's segments
+        # joined again, far fewer frames than vtepd sent it.
+        port = "t0" if pair["backend"] == "tap" else "h1"
+        sent = after["ports"][port]["tx_packets"] - before["ports"][port]["tx_packets"]
+        print(f"H1 received {host_rx} frames for the {sent} segments vtepd sent it")
+        assert 0 < host_rx * 4 < sent, (host_rx, sent)
+
+
+def host_rx_packets(pair):
+    """Frames H1's link to vtepd has received (a super-frame is one)."""
+    _, ns = pair["h1"]
+    [link] = ns.get_links(ifname="t0" if pair["backend"] == "tap" else "eth0")
+    return link.get_attr("IFLA_STATS64")["rx_packets"]
