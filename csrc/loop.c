@@ -199,9 +199,27 @@ static int emit_segment(void *io, const uint8_t *h, uint32_t h_len, const uint8_
     return vtep_io_tx(io, h, h_len, payload, n);
 }
 
+/* Super-frame "p" as it came, to a port that takes a virtio-net header:
+ * the host behind it takes it whole, as from a local TCP's TSO.  Its
+ * checksum is as the sender's kernel left it, for the receiver to finish. */
+static int pass_super(vtep_io_t *to, const vtep_out_t *o, const vtep_pkt_t *p)
+{
+    const uint8_t *f = o->data;
+    uint8_t type = p->gso_type & (uint8_t)~VTEP_VNET_GSO_ECN;
+    int ipv6 = vtep_get_be16(f + 12) == VTEP_ETH_P_IPV6;  /* vtep_gso_headers checked it all */
+    uint32_t l4 = VTEP_ETH_HLEN + (ipv6 ? VTEP_IPV6_HLEN : (f[VTEP_ETH_HLEN] & 0xfu) * 4);
+    struct vtep_vnet_hdr vnet = {
+        .flags = VTEP_VNET_NEEDS_CSUM, .gso_type = p->gso_type, .hdr_len = p->gso_hdr_len,
+        .gso_size = p->gso_size, .csum_start = (uint16_t)l4, .csum_offset = type == VTEP_GSO_UDP_L4 ? 6 : 16,
+    };
+    struct iovec iov[2] = {{&vnet, VTEP_VNET_HDR_LEN}, {(void *)f, o->data_len}};
+    return vtep_io_tx_super(to, iov, 2);
+}
+
 /* Send output "o" of frame "p", finishing what the kernel left to offload:
- * a super-frame goes out in segments, and an unfinished inner checksum is
- * computed (once per frame: the frame's copies share its bytes). */
+ * a super-frame goes out in segments (or whole, to a port that takes it),
+ * and an unfinished inner checksum is computed (once per frame: the
+ * frame's copies share its bytes). */
 static int send_out(vtep_io_t *to, const vtep_out_t *o, vtep_pkt_t *p)
 {
     if (vtep_unlikely(p->flags & VTEP_PKT_CSUM_PARTIAL)) {
@@ -210,6 +228,8 @@ static int send_out(vtep_io_t *to, const vtep_out_t *o, vtep_pkt_t *p)
     }
     if (vtep_likely(!p->gso_size))
         return vtep_io_tx(to, o->hdr, o->hdr_len, o->data, o->data_len);
+    if (o->kind == VTEP_OUT_PORT && to->vnet && !o->hdr_len)
+        return pass_super(to, o, p);
     int rc = vtep_gso_segment(o->hdr, o->hdr_len, o->data, o->data_len, p->gso_hdr_len, p->gso_size,
                               emit_segment, to);
     return rc < 0 ? rc : 0;

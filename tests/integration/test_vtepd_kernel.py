@@ -16,7 +16,6 @@ the kernel VTEP's VXLAN packets carry unfinished inner checksums; vtepd
 finishes both (only the kernel's segmentation of VXLAN packets is off on
 k0: lab.no_tunnel_segmentation says why), and joins the kernel's segments
 again toward H1 (csrc/gro.h)."""
-import json
 import subprocess
 import time
 
@@ -24,7 +23,8 @@ import pytest
 
 from dataplane.lab import no_tunnel_segmentation
 
-from .vtepd import Vtepd, address, in_netns, link_up, one_segment_config, ping, veth
+from .traffic import iperf3
+from .vtepd import Vtepd, address, link_up, one_segment_config, ping, veth
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -114,37 +114,6 @@ def wait_for_next_hop(vtepd, remote, timeout=5):
 def ping_retry(src, target, tries=5):
     """The first exchange also resolves the overlay neighbour: give it a few tries."""
     return any(ping(src, target, count=1, wait=1) for _ in range(tries))
-
-
-def iperf3(client_ns, server_ns, server_ip, seconds=2, port=5201):
-    """TCP goodput in bit/s from "client_ns" to a server at "server_ip" in "server_ns"."""
-    server = subprocess.Popen(["iperf3", "-s", "-1", "-B", server_ip, "-p", str(port)],
-                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                              preexec_fn=in_netns(server_ns[0]))
-    try:
-        error = "no attempt"
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            assert server.poll() is None, f"iperf3 server exited: {server.stderr.read().decode()}"
-            client = subprocess.run(["iperf3", "-c", server_ip, "-p", str(port), "-t", str(seconds), "-J",
-                                     "--connect-timeout", "2000"], capture_output=True, text=True,
-                                    timeout=seconds + 15, preexec_fn=in_netns(client_ns[0]))
-            try:
-                result = json.loads(client.stdout)
-            except ValueError:
-                result = {"error": client.stderr.strip() or f"exit {client.returncode}"}
-            error = result.get("error")
-            if not error:
-                return result["end"]["sum_received"]["bits_per_second"]
-            if "refused" not in error:  # only a server not listening yet is worth another try
-                break
-            time.sleep(0.1)
-        pytest.fail(f"iperf3 to {server_ip}: {error}")
-    finally:
-        if server.poll() is None:
-            server.kill()
-        server.wait()
-        server.stderr.close()
 
 
 def drops(counters):

@@ -7,14 +7,19 @@ Two threads of the test process per flow; at a few hundred datagrams per
 second the GIL is no bottleneck and nothing is lost on the sending side:
 a datagram counts as sent once the sending kernel took it.  A flow to a
 broadcast address (bind_ip "" on the receiving side) is received by one
-namespace per Flow: make one Flow per receiver."""
+namespace per Flow: make one Flow per receiver.  iperf3() measures bulk TCP."""
 import array
+import json
 import socket
 import struct
+import subprocess
 import threading
 import time
 
+import pytest
 from pyroute2 import netns
+
+from .vtepd import in_netns
 
 _SEQ = struct.Struct("!Q")
 RCVBUF = 4 << 20
@@ -229,3 +234,36 @@ def _neighbour(payload):
             mac = ":".join(f"{b:02x}" for b in value)
         offset += (length + 3) & ~3
     return address, mac, state
+
+
+# TCP bulk transfer.
+
+def iperf3(client_ns, server_ns, server_ip, seconds=2, port=5201):
+    """TCP goodput in bit/s from "client_ns" to a server at "server_ip" in "server_ns"."""
+    server = subprocess.Popen(["iperf3", "-s", "-1", "-B", server_ip, "-p", str(port)],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              preexec_fn=in_netns(server_ns[0]))
+    try:
+        error = "no attempt"
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            assert server.poll() is None, f"iperf3 server exited: {server.stderr.read().decode()}"
+            client = subprocess.run(["iperf3", "-c", server_ip, "-p", str(port), "-t", str(seconds), "-J",
+                                     "--connect-timeout", "2000"], capture_output=True, text=True,
+                                    timeout=seconds + 15, preexec_fn=in_netns(client_ns[0]))
+            try:
+                result = json.loads(client.stdout)
+            except ValueError:
+                result = {"error": client.stderr.strip() or f"exit {client.returncode}"}
+            error = result.get("error")
+            if not error:
+                return result["end"]["sum_received"]["bits_per_second"]
+            if "refused" not in error:  # only a server not listening yet is worth another try
+                break
+            time.sleep(0.1)
+        pytest.fail(f"iperf3 to {server_ip}: {error}")
+    finally:
+        if server.poll() is None:
+            server.kill()
+        server.wait()
+        server.stderr.close()
