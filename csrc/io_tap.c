@@ -87,9 +87,7 @@ int vtep_tap_tx(vtep_io_t *io, const uint8_t *hdr, uint32_t hdr_len, const uint8
 {
     static const uint8_t done[VTEP_VNET_HDR_LEN];  /* nothing left to offload */
     struct iovec iov[3] = {{(void *)done, sizeof done}, {(void *)hdr, hdr_len}, {(void *)data, len}};
-    if (writev(io->fd, iov, 3) >= 0)
-        return 0;
-    return errno == EAGAIN ? -ENOBUFS : errno == EINVAL ? -EMSGSIZE : -errno;
+    return vtep_tap_tx_super(io, iov, 3);
 }
 
 int vtep_tap_tx_super(vtep_io_t *io, const struct iovec *iov, int n)

@@ -199,6 +199,16 @@ static int emit_segment(void *io, const uint8_t *h, uint32_t h_len, const uint8_
     return vtep_io_tx(io, h, h_len, payload, n);
 }
 
+/* Compute the inner checksum the kernel left unfinished in frame "p", once
+ * per frame: its outputs share its bytes. */
+static void finish_csum(const vtep_out_t *o, vtep_pkt_t *p)
+{
+    if (vtep_unlikely(p->flags & VTEP_PKT_CSUM_PARTIAL)) {
+        vtep_l4_csum_fill((uint8_t *)o->data, o->data_len);
+        p->flags &= ~(uint32_t)VTEP_PKT_CSUM_PARTIAL;
+    }
+}
+
 /* Super-frame "p" as it came, to a port that takes a virtio-net header:
  * the host behind it takes it whole, as from a local TCP's TSO.  Its
  * checksum is as the sender's kernel left it, for the receiver to finish. */
@@ -218,14 +228,10 @@ static int pass_super(vtep_io_t *to, const vtep_out_t *o, const vtep_pkt_t *p)
 
 /* Send output "o" of frame "p", finishing what the kernel left to offload:
  * a super-frame goes out in segments (or whole, to a port that takes it),
- * and an unfinished inner checksum is computed (once per frame: the
- * frame's copies share its bytes). */
+ * and an unfinished inner checksum is computed. */
 static int send_out(vtep_io_t *to, const vtep_out_t *o, vtep_pkt_t *p)
 {
-    if (vtep_unlikely(p->flags & VTEP_PKT_CSUM_PARTIAL)) {
-        vtep_l4_csum_fill((uint8_t *)o->data, o->data_len);
-        p->flags &= ~(uint32_t)VTEP_PKT_CSUM_PARTIAL;
-    }
+    finish_csum(o, p);
     if (vtep_likely(!p->gso_size))
         return vtep_io_tx(to, o->hdr, o->hdr_len, o->data, o->data_len);
     if (o->kind == VTEP_OUT_PORT && to->vnet && !o->hdr_len)
@@ -241,10 +247,7 @@ static int joinable(vtep_io_t *to, const vtep_out_t *o, vtep_pkt_t *p, vtep_gro_
 {
     if (o->hdr_len || p->gso_size || (to->kind == VTEP_IO_AFPACKET && o->data_len > to->max_frame))
         return 0;
-    if (vtep_unlikely(p->flags & VTEP_PKT_CSUM_PARTIAL)) {
-        vtep_l4_csum_fill((uint8_t *)o->data, o->data_len);
-        p->flags &= ~(uint32_t)VTEP_PKT_CSUM_PARTIAL;
-    }
+    finish_csum(o, p);
     return vtep_gro_parse(o->data, o->data_len, seg);
 }
 
