@@ -129,13 +129,6 @@ def link_drops(site):
     return out
 
 
-def rss_mib(pid):
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
-
-
 def ctl_many(path, requests):
     """Send "requests" [(command, args)] on one connection, each answered
     before the next; the results (ControlError-like RuntimeError on an error)."""
@@ -263,7 +256,7 @@ def run(seconds, namespaces, workdir, log=functools.partial(print, flush=True), 
                 counters = d.counters()
                 checked = identity(counters, slack=BURST)
                 worst_transient = max(worst_transient, *(-c["surplus"] for c in checked.values()))
-                samples.append({"step": t, "t": round(time.monotonic() - start, 1), "rss_mib": rss_mib(d.proc.pid),
+                samples.append({"step": t, "t": round(time.monotonic() - start, 1), "rss_mib": v.rss_mib(d.proc.pid),
                                 "fdb_entries": d.ctl("show-segments")[0]["fdb_entries"],
                                 "identity_ok": all(c["ok"] for c in checked.values())})
                 if t % (SAMPLE_SEC * 12) == 0:

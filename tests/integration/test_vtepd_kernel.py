@@ -24,7 +24,7 @@ import pytest
 from dataplane.lab import no_tunnel_segmentation
 
 from .traffic import iperf3
-from .vtepd import Vtepd, address, link_up, one_segment_config, ping, veth
+from .vtepd import Vtepd, address, link_stats, link_up, one_segment_config, ping, veth
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -189,6 +189,4 @@ def test_iperf3_tcp(pair, direction):
 
 def host_rx_packets(pair):
     """Frames H1's link to vtepd has received (a super-frame is one)."""
-    _, ns = pair["h1"]
-    [link] = ns.get_links(ifname="t0" if pair["backend"] == "tap" else "eth0")
-    return link.get_attr("IFLA_STATS64")["rx_packets"]
+    return link_stats(pair["h1"], "t0" if pair["backend"] == "tap" else "eth0")["rx_packets"]

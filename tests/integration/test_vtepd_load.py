@@ -55,13 +55,6 @@ def send_all(path, lines):
     return added
 
 
-def rss_mib(pid):
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
-
-
 @pytest.mark.reliability(
     "Load", "1,000,000 static FDB entries are installed through the control socket (100 batches) while "
             "established flows run",
@@ -71,7 +64,7 @@ def test_a_million_fdb_entries_under_traffic(topo, tmp_path, measured):
     lines = requests(ENTRIES, BATCH)  # made before the clock starts: the client's cost is not vtepd's
     d = v.Vtepd(topo["V"][0], toml, tmp_path)
     try:
-        rss_before = rss_mib(d.proc.pid)
+        rss_before = v.rss_mib(d.proc.pid)
         made = flows(topo, rate=FLOW_RATE)
         time.sleep(1)
         start = time.monotonic()
@@ -90,7 +83,7 @@ def test_a_million_fdb_entries_under_traffic(topo, tmp_path, measured):
         assert lost == {name: 0 for name in made}, f"lost {lost} of {sent}"
         assert all(f.duplicates == 0 for f in made.values())
         assert rate >= MIN_RATE, f"{rate:.0f} entries/s"
-        rss_after = rss_mib(d.proc.pid)
+        rss_after = v.rss_mib(d.proc.pid)
         assert d.proc.poll() is None
     finally:
         d.stop()

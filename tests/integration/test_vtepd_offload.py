@@ -12,9 +12,7 @@ pytestmark = pytest.mark.root
 
 
 def rx(host):
-    _, ns = host
-    [link] = ns.get_links(ifname="eth0")
-    stats = link.get_attr("IFLA_STATS64")
+    stats = v.link_stats(host, "eth0")
     return stats["rx_packets"], stats["rx_bytes"]
 
 

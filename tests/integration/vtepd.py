@@ -171,6 +171,21 @@ def links(ns):
     return sorted(link.get_attr("IFLA_IFNAME") for link in ns.get_links())
 
 
+def link_stats(ns, ifname):
+    """The link's IFLA_STATS64: rx_packets, rx_bytes, tx_packets, rx_dropped..."""
+    _, ns = ns
+    [link] = ns.get_links(ifname=ifname)
+    return link.get_attr("IFLA_STATS64")
+
+
+def rss_mib(pid):
+    """Process "pid"'s resident memory (VmRSS), MiB."""
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
 def run(ns, *argv, timeout=30, check=False):
     """A command in namespace "ns"; the CompletedProcess."""
     return subprocess.run(argv, preexec_fn=in_netns(ns[0]), capture_output=True, text=True, timeout=timeout,

@@ -9,6 +9,8 @@ import pytest
 from dataplane._engine import BUM_RATE_MAX, Engine, VtepError
 from dataplane.packet import DROP_REASONS
 
+from .recording_io import RecordingIo
+
 BROADCAST = "ff:ff:ff:ff:ff:ff"
 MULTICAST = "01:00:5e:00:00:01"
 SECOND = 1_000_000_000
@@ -165,21 +167,6 @@ def limited_config(vtep_default=None, **port_limits):
     ports = [{"name": n, "segment": "a"} | ({"bum_rate_limit": port_limits[n]} if n in port_limits else {})
              for n in ("p1", "p2")]
     return config.parse({"vtep": vtep, "segment": [{"name": "a", "vni": 100}], "port": ports})
-
-
-class RecordingIo:
-    def __init__(self):
-        self.calls = []
-
-    def open(self, port):
-        self.calls.append(("open", port.name))
-        return [port.name]
-
-    def attach(self, port_id, handles):
-        self.calls.append(("attach", handles[0]))
-
-    def detach(self, port_id):
-        self.calls.append(("detach", port_id))
 
 
 def storm_passes(t, port, n=50, clock_ns=0):

@@ -5,6 +5,8 @@ import pytest
 from dataplane import config
 from dataplane.tables import ReloadError, Tables
 
+from .recording_io import RecordingIo
+
 BASE = {
     "vtep": {"underlay": "ul0", "local": "198.18.0.1"},
     "segment": [
@@ -23,25 +25,6 @@ BASE = {
         {"segment": "a", "mac": "02:00:00:00:00:02", "port": "p1"},
     ],
 }
-
-
-class RecordingIo:
-    """Stands where the datapath's I/O goes: records what a reload asks of it."""
-
-    def __init__(self, refuse=()):
-        self.calls, self.refuse = [], set(refuse)
-
-    def open(self, port):
-        if port.name in self.refuse:
-            raise OSError(19, f"port {port.name}: no interface")
-        self.calls.append(("open", port.name))
-        return [port.name]
-
-    def attach(self, port_id, handles):
-        self.calls.append(("attach", handles[0]))
-
-    def detach(self, port_id):
-        self.calls.append(("detach", port_id))
 
 
 def variant(**changes):
