@@ -480,10 +480,11 @@ cdef class Io:
 def open_afpacket(ifname, *, bint underlay=False, local=None, uint16_t destination_port=4789,
                   uint16_t fanout_group=0, uint32_t frame_size=0, uint32_t frames=0, bint offload=False):
     """AF_PACKET rings on existing link "ifname".  An access port takes every
-    frame (promiscuous), and with "offload" takes frames with checksums and
-    segmentation left to do (csrc/offload.h); the underlay only tunnel
-    traffic for "local" and "destination_port".  Several handles on one link
-    share its traffic when they join the same nonzero "fanout_group"."""
+    frame (promiscuous), the underlay only tunnel traffic for "local" and
+    "destination_port".  With "offload", a port takes frames with checksums
+    and segmentation left to do, and the underlay takes and sends UDP
+    super-packets (csrc/offload.h).  Several handles on one link share its
+    traffic when they join the same nonzero "fanout_group"."""
     cdef vtep_afpacket_params_t p
     cdef int err = 0
     cdef bytes name = os.fsencode(ifname)
@@ -498,7 +499,7 @@ def open_afpacket(ifname, *, bint underlay=False, local=None, uint16_t destinati
         p.destination_port = destination_port
     else:
         p.promiscuous = 1
-        p.offload = offload
+    p.offload = offload
     cdef Io handle = Io.__new__(Io)
     handle.ifname = ifname
     handle.io = vtep_io_afpacket_open(&p, &err)

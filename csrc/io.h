@@ -20,6 +20,7 @@ struct vtep_io {
     int kind;
     int fd;
     uint8_t vnet;             /* frames carry a virtio-net header (offload.h) */
+    uint8_t tunnel;           /* the underlay: super-packets are cut as they come (vtep_udp_split) */
     uint32_t frame_size;      /* AF_PACKET RX and TX slot, or TAP buffer */
     uint32_t frames;          /* TX slots, or TAP buffers */
     uint32_t rx_frames;       /* AF_PACKET RX slots */
@@ -40,6 +41,11 @@ struct vtep_io {
      * frame too big for an RX slot, which the kernel queues on the socket
      * (TP_STATUS_COPY). */
     uint8_t *bufs;
+    /* The underlay with a virtio-net header: the datagrams of the last
+     * super-packet cut, and how many of them the next bursts still lend. */
+    uint8_t *split;
+    vtep_pkt_t *split_pkts;
+    uint32_t split_next, split_left;
 };
 
 uint32_t vtep_afpacket_rx(vtep_io_t *io, vtep_pkt_t *pkts, uint32_t max, uint32_t *oversize);

@@ -29,7 +29,15 @@
  * ring can be deep in frames (RX_FRAMES: milliseconds of line rate, which
  * rides out this machine's scheduling stalls) and small in bytes (8 MB of
  * 2 KB slots). */
-enum { RX_FRAMES = 4096, TX_FRAMES = 1024, COPY_MAX = 65536 + 4096, COPY_RCVBUF = 4 << 20 };
+enum { RX_FRAMES = 4096, TX_FRAMES = 1024, COPY_MAX = 65536 + 4096, COPY_RCVBUF = 16 << 20 };
+/* The send-only socket's budget of super-frames in flight: until the
+ * receiving stack frees one, it counts against its sender, and the
+ * default (about 200 KB) is three super-frames. */
+enum { SUPER_SNDBUF = 8 << 20 };
+/* A super-packet cut on the underlay: at most as many datagrams as the
+ * kernel's UDP GSO makes (UDP_MAX_SEGMENTS), each with its own copy of the
+ * outer headers (at most Ethernet, IPv4 with options and UDP). */
+enum { SPLIT_MAX = 128, SPLIT_ROOM = COPY_MAX + SPLIT_MAX * (14 + 60 + 8) };
 
 /* Classic BPF with symbolic jump targets: NEXT, ACCEPT and DROP are resolved
  * by bpf_finish(), which appends the two returns. */
@@ -162,6 +170,10 @@ static int afpacket_setup(vtep_io_t *io, const vtep_afpacket_params_t *p)
         || (p->offload && (rc = setopt_int(io->fd, SOL_PACKET, PACKET_VNET_HDR, 1))))
         return rc;
     io->vnet = p->offload;
+    io->tunnel = p->tunnel_only;
+    if (p->offload && p->tunnel_only
+        && (!(io->split = malloc(SPLIT_ROOM)) || !(io->split_pkts = calloc(SPLIT_MAX, sizeof *io->split_pkts))))
+        return -ENOMEM;
     if (p->offload) {
         /* Protocol 0: it receives nothing. */
         io->super_fd = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
@@ -169,7 +181,9 @@ static int afpacket_setup(vtep_io_t *io, const vtep_afpacket_params_t *p)
         if (io->super_fd < 0 || bind(io->super_fd, (struct sockaddr *)&to, sizeof to) < 0)
             return -errno;
         if ((rc = setopt_int(io->super_fd, SOL_PACKET, PACKET_VNET_HDR, 1))
-            || (rc = setopt_int(io->super_fd, SOL_PACKET, PACKET_QDISC_BYPASS, 1)))
+            || (rc = setopt_int(io->super_fd, SOL_PACKET, PACKET_QDISC_BYPASS, 1))
+            || (setopt_int(io->super_fd, SOL_SOCKET, SO_SNDBUFFORCE, SUPER_SNDBUF)
+                && (rc = setopt_int(io->super_fd, SOL_SOCKET, SO_SNDBUF, SUPER_SNDBUF))))
             return rc;
     }
     /* A frame too long for the link stops the kernel's walk of the TX ring
@@ -255,6 +269,8 @@ void vtep_io_close(vtep_io_t *io)
     if (io->super_fd >= 0)
         close(io->super_fd);
     free(io->bufs);
+    free(io->split);
+    free(io->split_pkts);
     free(io);
 }
 
@@ -281,9 +297,42 @@ static uint32_t take_copy(vtep_io_t *io, uint8_t **data)
     return (uint32_t)got - vnet;
 }
 
+/* Lend what is left of the last super-packet cut, up to "max". */
+static uint32_t lend_split(vtep_io_t *io, vtep_pkt_t *pkts, uint32_t max)
+{
+    uint32_t n = io->split_left < max ? io->split_left : max;
+    memcpy(pkts, io->split_pkts + io->split_next, n * sizeof *pkts);
+    io->split_next += n;
+    io->split_left -= n;
+    return n;
+}
+
+/* An underlay frame with virtio-net header "vnet": 1 if it is a plain
+ * frame, else cut it if it is a UDP super-packet (its datagrams are then
+ * lent from io->split) and return 0. */
+static int underlay_take(vtep_io_t *io, const vtep_pkt_t *p, const void *vnet, uint32_t *oversize)
+{
+    struct vtep_vnet_hdr vh;
+    memcpy(&vh, vnet, sizeof vh);
+    if (vtep_likely(vh.gso_type == VTEP_GSO_NONE))
+        return 1;
+    uint32_t n = vh.gso_type == VTEP_GSO_UDP_L4
+                     ? vtep_udp_split(p->data, p->len, vh.gso_size, io->split, SPLIT_ROOM, io->split_pkts, SPLIT_MAX)
+                     : 0;
+    if (!n)
+        ++*oversize;  /* no super-packet vtep can cut: too big to take as it is */
+    io->split_next = 0;
+    io->split_left = n;
+    return 0;
+}
+
 uint32_t vtep_afpacket_rx(vtep_io_t *io, vtep_pkt_t *pkts, uint32_t max, uint32_t *oversize)
 {
     uint32_t n = 0, lent = 0, copied = 0;
+    if (vtep_unlikely(io->split_left)) {
+        n = lend_split(io, pkts, max);
+        copied = 1;  /* io->split is still in use: no new super-packet this burst */
+    }
     while (n < max && lent < io->rx_frames) {
         struct tpacket2_hdr *h = rx_slot(io, io->rx_head + lent);
         uint32_t status = __atomic_load_n(&h->tp_status, __ATOMIC_ACQUIRE);
@@ -306,12 +355,22 @@ uint32_t vtep_afpacket_rx(vtep_io_t *io, vtep_pkt_t *pkts, uint32_t max, uint32_
         }
         vtep_pkt_t *p = &pkts[n];
         *p = (vtep_pkt_t){.data = data, .len = len};
-        if (io->vnet && vtep_unlikely(!vtep_vnet_take(p, data - VTEP_VNET_HDR_LEN))) {
-            ++*oversize;  /* a kind of super-frame vtep cannot cut: too big to send as it is */
-            continue;
+        if (io->vnet) {
+            if (io->tunnel) {
+                if (vtep_unlikely(!underlay_take(io, p, data - VTEP_VNET_HDR_LEN, oversize))) {
+                    n += lend_split(io, p, max - n);
+                    continue;
+                }
+            } else if (vtep_unlikely(!vtep_vnet_take(p, data - VTEP_VNET_HDR_LEN))) {
+                ++*oversize;  /* a kind of super-frame vtep cannot cut: too big to send as it is */
+                continue;
+            }
         }
+        /* An unfinished checksum on the underlay may be the inner frame's
+         * (the kernel's VXLAN on this host leaves it so): finished when the
+         * inner frame is sent (loop.c).  On a port, vnet_take finished it. */
         p->flags = (status & (TP_STATUS_CSUMNOTREADY | TP_STATUS_CSUM_VALID) ? VTEP_PKT_CSUM_OK : 0)
-                 | (status & TP_STATUS_CSUMNOTREADY && !io->vnet ? VTEP_PKT_CSUM_PARTIAL : 0)
+                 | (status & TP_STATUS_CSUMNOTREADY && (!io->vnet || io->tunnel) ? VTEP_PKT_CSUM_PARTIAL : 0)
                  | (status & TP_STATUS_VLAN_VALID ? VTEP_PKT_VLAN : 0);
         n++;
     }

@@ -226,9 +226,15 @@ static int pass_super(vtep_io_t *to, const vtep_out_t *o, const vtep_pkt_t *p)
     return vtep_io_tx_super(to, iov, 2);
 }
 
+static int emit_packed(void *io, const struct iovec *iov, int n)
+{
+    return vtep_io_tx_super(io, iov, n);
+}
+
 /* Send output "o" of frame "p", finishing what the kernel left to offload:
- * a super-frame goes out in segments (or whole, to a port that takes it),
- * and an unfinished inner checksum is computed. */
+ * a super-frame goes out in segments, or whole to a port that takes it,
+ * or packed into UDP super-packets to an underlay that takes them
+ * (offload.h); an unfinished inner checksum is computed. */
 static int send_out(vtep_io_t *to, const vtep_out_t *o, vtep_pkt_t *p)
 {
     finish_csum(o, p);
@@ -236,7 +242,11 @@ static int send_out(vtep_io_t *to, const vtep_out_t *o, vtep_pkt_t *p)
         return vtep_io_tx(to, o->hdr, o->hdr_len, o->data, o->data_len);
     if (o->kind == VTEP_OUT_PORT && to->vnet && !o->hdr_len)
         return pass_super(to, o, p);
-    int rc = vtep_gso_segment(o->hdr, o->hdr_len, o->data, o->data_len, p->gso_hdr_len, p->gso_size,
+    int rc = -EPROTONOSUPPORT;
+    if (o->kind == VTEP_OUT_UNDERLAY && to->vnet)
+        rc = vtep_gso_pack(o->hdr, o->hdr_len, o->data, o->data_len, p->gso_hdr_len, p->gso_size, emit_packed, to);
+    if (rc == -EPROTONOSUPPORT)  /* NVGRE: GRE has no such super-packet */
+        rc = vtep_gso_segment(o->hdr, o->hdr_len, o->data, o->data_len, p->gso_hdr_len, p->gso_size,
                               emit_segment, to);
     return rc < 0 ? rc : 0;
 }

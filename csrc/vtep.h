@@ -224,9 +224,9 @@ typedef struct vtep_afpacket_params {
                                * "local" (the kernel still gets all of it) */
     vtep_addr_t local;
     uint16_t destination_port;
-    uint8_t offload;          /* access ports: PACKET_VNET_HDR, so frames may come with
-                               * checksums to finish and as GSO super-frames, which
-                               * vtep finishes (offload.h) */
+    uint8_t offload;          /* PACKET_VNET_HDR: access ports take frames with checksums
+                               * to finish and as GSO super-frames, which vtep finishes;
+                               * the underlay takes and sends UDP super-packets (offload.h) */
 } vtep_afpacket_params_t;
 
 /* AF_PACKET with mmap'ed RX and TX rings on an existing link, bypassing the

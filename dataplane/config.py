@@ -40,6 +40,7 @@ class Vtep:
     control_socket: str = "/run/vtepd/vtepd.sock"
     metrics: tuple[str, int] | None = None
     bum_rate_limit: int = 0  # the ports' default; 0: unlimited
+    generic_segmentation_offload: bool = True  # UDP super-packets on the underlay (csrc/offload.h)
 
 
 @dataclass(frozen=True)
@@ -122,7 +123,8 @@ def parse(doc):
 
 def _vtep(t):
     _only(t, "vtep", {"underlay", "local", "destination_port", "port_range", "ttl", "udp_checksum",
-                      "workers", "control_socket", "metrics", "bum_rate_limit"})
+                      "workers", "control_socket", "metrics", "bum_rate_limit",
+                      "generic_segmentation_offload"})
     port_range = _get(t, "vtep", "port_range", list, [49152, 65535])
     if len(port_range) != 2 or not all(type(p) is int and 0 < p < 65536 for p in port_range) \
             or port_range[0] > port_range[1]:
@@ -140,6 +142,7 @@ def _vtep(t):
                                     "vtep.control_socket"),
         metrics=None if metrics is None else _host_port(metrics, "vtep.metrics"),
         bum_rate_limit=_int(t, "vtep", "bum_rate_limit", 0, 0, BUM_RATE_MAX),
+        generic_segmentation_offload=_get(t, "vtep", "generic_segmentation_offload", bool, True),
     )
 
 

@@ -58,7 +58,8 @@ class Datapath:
             for loop in self.loops:
                 loop.attach_underlay(open_afpacket(
                     underlay.name, underlay=True, local=str(v.local), destination_port=v.destination_port,
-                    fanout_group=group, frame_size=underlay.mtu + _SLOT_OVERHEAD))
+                    fanout_group=group, frame_size=underlay.mtu + _SLOT_OVERHEAD,
+                    offload=v.generic_segmentation_offload))
             # Ports were put in the tables without I/O by build(): give them theirs.
             for p in config.ports:
                 self.attach(self.tables.ports[p.name], self.open(p))

@@ -352,6 +352,7 @@ class Watcher:
 # --- 4. Tunnel claim -----------------------------------------------------------
 
 SO_ATTACH_FILTER = 26
+SOL_UDP, UDP_GRO = 17, 104
 _BPF_RET_K = 0x06
 IPPROTO_GRE = 47
 
@@ -414,6 +415,9 @@ class TunnelClaim:
         self._sockets.append(sock)
         if kind == socket.SOCK_DGRAM:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            # Takes UDP super-packets whole: without it the kernel would cut
+            # each into its datagrams only for the filter to drop them.
+            sock.setsockopt(SOL_UDP, UDP_GRO, 1)
         _drop_everything(sock)
         try:
             sock.bind((self.local, port))

@@ -4,12 +4,14 @@
  * No framework: CHECK() prints file:line and the failed expression and
  * counts the failure; main() exits 1 if anything failed.  Run by
  * `make test-c`. */
+#include <errno.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "csum.h"
 #include "gro.h"
+#include "offload.h"
 #include "tunnel.h"
 
 static int failures;
@@ -430,6 +432,119 @@ static void test_gro(void)
     CHECK(!vtep_gro_parse(f[0], len[0], &s[3]));
 }
 
+/* ---- tunnel super-packets (offload.h): what the kernel or a receiving
+ * vtep cuts them into is, datagram for datagram, what vtep_gso_segment
+ * would have sent. */
+
+enum { PACK_MSS = 1000, PACK_SEGS = 62, PACK_PAYLOAD = (PACK_SEGS - 1) * PACK_MSS + 300,
+       PACK_DGRAM = 8 + SEG_HDR + PACK_MSS, PACK_ROOM = 70000 };
+
+struct packed {
+    uint8_t buf[2][PACK_ROOM];
+    uint32_t len[2];
+    struct vtep_vnet_hdr vnet[2];
+    int n;
+};
+
+static int keep_packed(void *ctx, const struct iovec *iov, int n)
+{
+    struct packed *p = ctx;
+    if (p->n == 2 || iov[0].iov_len != VTEP_VNET_HDR_LEN)
+        return -1;
+    memcpy(&p->vnet[p->n], iov[0].iov_base, VTEP_VNET_HDR_LEN);
+    uint32_t len = 0;
+    for (int i = 1; i < n; i++) {
+        memcpy(p->buf[p->n] + len, iov[i].iov_base, iov[i].iov_len);
+        len += (uint32_t)iov[i].iov_len;
+    }
+    p->len[p->n++] = len;
+    return 0;
+}
+
+struct segments {
+    uint8_t buf[PACK_SEGS][SEG_HDR + 50 + PACK_MSS];
+    uint32_t len[PACK_SEGS];
+    int n;
+};
+
+static int keep_segment(void *ctx, const uint8_t *h, uint32_t h_len, const uint8_t *payload, uint32_t n)
+{
+    struct segments *s = ctx;
+    if (s->n == PACK_SEGS)
+        return -1;
+    memcpy(s->buf[s->n], h, h_len);
+    memcpy(s->buf[s->n] + h_len, payload, n);
+    s->len[s->n++] = h_len + n;
+    return 0;
+}
+
+static void test_gso_pack(void)
+{
+    static uint8_t frame[SEG_HDR + PACK_PAYLOAD], split[PACK_ROOM + 128 * 42], out[PACK_ROOM];
+    static struct packed packed;
+    static struct segments want;
+    static vtep_pkt_t pkts[128];
+    vtep_tunnel_params_t params;
+    vtep_tunnel_t t;
+    uint32_t len = tcp4_segment(frame, 5000, PACK_PAYLOAD, 0x08, 100);
+    tunnel_params(&params);
+    CHECK_EQ(vtep_tunnel_init(&t, &params), 0);
+    /* The pipeline's outer headers: vtep_encap's, without the frame. */
+    CHECK_EQ(vtep_encap(&t, 5000, frame, len, out, sizeof out), 50 + len);
+    uint32_t outer_len = t.len;
+    CHECK_EQ(vtep_gso_segment(out, outer_len, frame, len, SEG_HDR, PACK_MSS, keep_segment, &want), PACK_SEGS);
+
+    /* 62 datagrams of 1074 bytes: 60 fill one super-packet's 64 KB, 2 go in the next. */
+    CHECK_EQ(vtep_gso_pack(out, outer_len, frame, len, SEG_HDR, PACK_MSS, keep_packed, &packed), 2);
+    CHECK_EQ(packed.n, 2);
+    for (int i = 0; i < packed.n; i++) {
+        const struct vtep_vnet_hdr *v = &packed.vnet[i];
+        const uint8_t *b = packed.buf[i];
+        CHECK_EQ(v->flags, VTEP_VNET_NEEDS_CSUM);
+        CHECK_EQ(v->gso_type, VTEP_GSO_UDP_L4);
+        CHECK_EQ(v->gso_size, PACK_DGRAM);
+        CHECK_EQ(v->hdr_len, 42);
+        CHECK_EQ(v->csum_start, 34);
+        CHECK_EQ(v->csum_offset, 6);
+        uint32_t udp_len = packed.len[i] - 34;
+        CHECK_EQ(udp_len, 8 + (i ? 2 : 60) * PACK_DGRAM - (i ? PACK_MSS - 300 : 0));
+        CHECK_EQ(vtep_get_be16(b + 16), 20 + udp_len);                  /* IPv4 total length */
+        CHECK_EQ(vtep_csum_fold(vtep_csum_add(0, b + 14, 20)), 0xffff);  /* its header checksum */
+        CHECK_EQ(vtep_get_be16(b + 38), udp_len);
+        /* The UDP checksum holds the pseudo-header sum, for whoever cuts it. */
+        CHECK_EQ(vtep_get_be16(b + 40), vtep_csum_fold(vtep_csum_add(0, b + 26, 8) + 17 + udp_len));
+    }
+
+    /* Cut again, the datagrams are the segments vtep_gso_segment makes, but
+     * for the IPv4 ID and checksums the cutter sets. */
+    int k = 0;
+    for (int i = 0; i < packed.n; i++) {
+        uint32_t n = vtep_udp_split(packed.buf[i], packed.len[i], packed.vnet[i].gso_size, split, sizeof split,
+                                    pkts, 128);
+        CHECK_EQ(n, i ? 2 : 60);
+        for (uint32_t j = 0; j < n && k < PACK_SEGS; j++, k++) {
+            const uint8_t *d = pkts[j].data;
+            CHECK_EQ(pkts[j].len, want.len[k]);
+            CHECK_EQ(pkts[j].flags, VTEP_PKT_CSUM_OK);
+            CHECK_EQ(vtep_csum_fold(vtep_csum_add(0, d + 14, 20)), 0xffff);
+            CHECK_BYTES("Ethernet, IPv4 length", d, want.buf[k], 18);
+            CHECK_BYTES("IPv4 flags to protocol", d + 20, want.buf[k] + 20, 4);
+            CHECK_BYTES("addresses, UDP ports and length", d + 26, want.buf[k] + 26, 14);
+            CHECK_BYTES("VXLAN and the segment", d + 42, want.buf[k] + 42, want.len[k] - 42);
+        }
+    }
+    CHECK_EQ(k, PACK_SEGS);
+
+    /* Refused: no room for every datagram, no segment size, GRE outside. */
+    CHECK_EQ(vtep_udp_split(packed.buf[0], packed.len[0], PACK_DGRAM, split, sizeof split, pkts, 59), 0);
+    CHECK_EQ(vtep_udp_split(packed.buf[0], packed.len[0], PACK_DGRAM, split, 60000, pkts, 128), 0);
+    CHECK_EQ(vtep_udp_split(packed.buf[0], packed.len[0], 0, split, sizeof split, pkts, 128), 0);
+    params.encapsulation = VTEP_ENCAP_NVGRE;
+    CHECK_EQ(vtep_tunnel_init(&t, &params), 0);
+    CHECK_EQ(vtep_encap(&t, 5000, frame, len, out, sizeof out), 42 + len);
+    CHECK_EQ(vtep_gso_pack(out, t.len, frame, len, SEG_HDR, PACK_MSS, keep_packed, &packed), -EPROTONOSUPPORT);
+}
+
 int main(void)
 {
     test_header_layout();
@@ -438,6 +553,7 @@ int main(void)
     test_golden_vxlan4();
     test_decap_golden();
     test_gro();
+    test_gso_pack();
     if (failures) {
         fprintf(stderr, "test_c: %d of %d checks FAILED\n", failures, checks);
         return 1;

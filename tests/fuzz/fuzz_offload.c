@@ -6,6 +6,10 @@
  *                      or NVGRE tunnel's): every segment lies inside the
  *                      frame, in order, with no more than "gso_size"
  *                      payload bytes, correct checksums inside and out;
+ *   vtep_gso_pack + vtep_udp_split (a VXLAN tunnel's headers): the
+ *                      datagrams cut from the super-packets are the
+ *                      segments vtep_gso_segment makes, but for the outer
+ *                      IPv4 ID and checksums;
  *   vtep_gso_segment   with any header length: bounded segments or an error;
  *   vtep_gro_*         (gro.h) on the segments of a TCP super-frame cut with
  *                      no outer headers: when the first is taken, all are,
@@ -17,8 +21,10 @@
  * VXLAN/IPv4, 2 VXLAN/IPv6, 3 NVGRE/IPv4, 4 VXLAN/IPv4 with UDP checksums),
  * csum start (4) and offset (4), a raw header length (1), then the frame. */
 #include <errno.h>
+#include "csum.h"
 #include "fuzz_common.h"
 #include "gro.h"
+#include "offload.h"
 #include "util.h"
 
 static uint32_t outer_headers(uint8_t kind, const uint8_t *frame, size_t len, uint8_t *out)
@@ -142,6 +148,66 @@ out:
         free(c.bytes[i]);
 }
 
+/* Pack and cut again (see the file comment): each datagram is checked
+ * against the next of "want", the segments vtep_gso_segment made. */
+struct pack_check {
+    const struct cut *want;
+    uint32_t next;
+    uint32_t udp;             /* where the outer UDP header is */
+};
+
+static int check_packed(void *ctx, const struct iovec *iov, int n)
+{
+    struct pack_check *pc = ctx;
+    static uint8_t packet[65536 + 4096], split[65536 + 4096 + 128 * 62];
+    static vtep_pkt_t pkts[128];
+    struct vtep_vnet_hdr vnet;
+    CHECK(n >= 4 && iov[0].iov_len == VTEP_VNET_HDR_LEN && iov[1].iov_len == pc->udp + 8);
+    memcpy(&vnet, iov[0].iov_base, sizeof vnet);
+    uint32_t len = 0;
+    for (int i = 1; i < n; i++) {
+        CHECK(len + iov[i].iov_len <= sizeof packet);
+        memcpy(packet + len, iov[i].iov_base, iov[i].iov_len);
+        len += (uint32_t)iov[i].iov_len;
+    }
+    CHECK(len - 14 <= 65535);
+    CHECK(vnet.flags == VTEP_VNET_NEEDS_CSUM && vnet.csum_start == pc->udp && vnet.csum_offset == 6);
+    uint32_t k = 1;
+    pkts[0] = (vtep_pkt_t){.data = packet, .len = len};
+    if (vnet.gso_type == VTEP_GSO_UDP_L4)
+        k = vtep_udp_split(packet, len, vnet.gso_size, split, sizeof split, pkts, 128);
+    CHECK(k == (uint32_t)(n - 2) / 2 && k <= VTEP_PACK_MAX_SEGS);
+    for (uint32_t j = 0; j < k; j++) {
+        CHECK(pc->next < pc->want->n);
+        const uint8_t *got = pkts[j].data, *want = pc->want->bytes[pc->next];
+        uint32_t want_len = pc->want->len[pc->next++];
+        CHECK(pkts[j].len == want_len);
+        if (pc->udp == 34) {  /* IPv4: all but the ID and the header checksum, which must be right */
+            CHECK(!memcmp(got, want, 18) && !memcmp(got + 20, want + 20, 4) && !memcmp(got + 26, want + 26, 8));
+            CHECK(vtep_csum_fold(vtep_csum_add(0, got + 14, 20)) == 0xffff);
+        } else {
+            CHECK(!memcmp(got, want, pc->udp));
+        }
+        CHECK(!memcmp(got + pc->udp, want + pc->udp, 6));  /* the UDP checksum is the cutter's */
+        CHECK(!memcmp(got + pc->udp + 8, want + pc->udp + 8, want_len - pc->udp - 8));
+    }
+    return 0;
+}
+
+static void check_pack(const uint8_t *frame, size_t len, uint32_t hdr, uint16_t gso_size, const uint8_t *outer,
+                       uint32_t outer_len)
+{
+    struct cut want = {.n = 0};
+    if ((len - hdr + gso_size - 1) / gso_size > VTEP_GRO_MAX_SEGS)
+        return;  /* keep_segment keeps no more */
+    CHECK(vtep_gso_segment(outer, outer_len, frame, (uint32_t)len, hdr, gso_size, keep_segment, &want) > 0);
+    struct pack_check pc = {.want = &want, .udp = vtep_get_be16(outer + 12) == 0x86dd ? 54 : 34};
+    int n = vtep_gso_pack(outer, outer_len, frame, (uint32_t)len, hdr, gso_size, check_packed, &pc);
+    CHECK(n > 0 && pc.next == want.n);
+    for (uint32_t i = 0; i < want.n; i++)
+        free(want.bytes[i]);
+}
+
 static void check_gso(const uint8_t *frame, size_t len, uint8_t gso_type, uint16_t gso_size, uint8_t outer_kind)
 {
     uint32_t hdr = vtep_gso_headers(frame, (uint32_t)len, gso_type);
@@ -161,6 +227,8 @@ static void check_gso(const uint8_t *frame, size_t len, uint8_t gso_type, uint16
     CHECK((uint32_t)n == (len - hdr + gso_size - 1) / gso_size);
     if (!outer_kind && (gso_type & 0x7f) != VTEP_GSO_UDP_L4)
         check_gro(frame, len, hdr, gso_size);
+    if (outer_len && outer_kind != 3)  /* VXLAN */
+        check_pack(frame, len, hdr, gso_size, outer, outer_len);
 }
 
 /* Any header length: an error, or segments that stay in bounds (their
