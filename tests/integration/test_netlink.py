@@ -305,6 +305,10 @@ def test_tunnel_claim_silences_the_kernel(family, namespaces):
         for sock in claim._sockets:
             with pytest.raises(BlockingIOError):
                 sock.recv(2048, socket.MSG_DONTWAIT)
+        # The UDP socket takes super-packets whole (csrc/offload.h): the kernel
+        # does not cut them into datagrams only for the filter to drop them.
+        [udp] = [sock for sock in claim._sockets if sock.type == socket.SOCK_DGRAM]
+        assert udp.getsockopt(netlink.SOL_UDP, netlink.UDP_GRO) == 1
 
 
 @pytest.mark.root

@@ -32,6 +32,7 @@ def test_example_loads_with_every_value():
     assert cfg.fdb[0].role == "promiscuous"
     assert cfg.vtep.bum_rate_limit == 0
     assert [p.bum_rate_limit for p in cfg.ports] == [0, 0, 1000, 0]
+    assert cfg.vtep.generic_segmentation_offload is True
 
 
 def test_example_builds_engine_tables():
@@ -94,6 +95,7 @@ BAD = [
     ("port[0].bum_rate_limit", 1.5, "port[0].bum_rate_limit", "must be an integer"),
     ("vtep.bum_rate_limit", True, "vtep.bum_rate_limit", "must be an integer"),
     ("vtep.bum_rate_limit", -5, "vtep.bum_rate_limit", "0..10000000"),
+    ("vtep.generic_segmentation_offload", "off", "vtep.generic_segmentation_offload", "true or false"),
     ("fdb[0].mac", "01:00:5e:00:00:01", "fdb[0].mac", "unicast"),
     ("fdb[0].mac", "02:00:00:00:01", "fdb[0].mac", "not a MAC"),
     ("fdb[0].remote", None, "fdb[0]", "exactly one of remote and port"),
