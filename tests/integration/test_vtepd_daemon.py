@@ -250,9 +250,9 @@ def test_no_listener_but_the_control_socket(site, tmp_path, measured):
         assert udp_queued == 0 and udp_dropped >= 20
         (gre,) = found["raw"] + found["raw6"]
         assert inet_address(gre[1]) == ("198.18.0.1", 47) and int(gre[4].split(":")[1], 16) == 0
-        # AF_PACKET on ul0 and h1 (ETH_P_ALL): they listen to links, not to addresses; and h1's
-        # socket for super-frames (csrc/gro.h), protocol 0: it receives nothing.
-        assert sorted(f[3] for f in found["packet"]) == ["0000", "0003", "0003"]
+        # AF_PACKET on ul0 and h1 (ETH_P_ALL): they listen to links, not to addresses; and each
+        # one's socket for super-frames (csrc/offload.h), protocol 0: it receives nothing.
+        assert sorted(f[3] for f in found["packet"]) == ["0000", "0000", "0003", "0003"]
         measured(f"control socket {stat.filemode(st.st_mode)} uid {st.st_uid}; sockets: {len(listeners)} Unix "
                  f"listener, 0 TCP, UDP 198.18.0.1:4789 {udp_queued} B queued / {udp_dropped} datagrams "
                  f"dropped by its filter, raw GRE {len(found['raw'] + found['raw6'])}, "
