@@ -10,6 +10,9 @@
  *                      datagrams cut from the super-packets are the
  *                      segments vtep_gso_segment makes, but for the outer
  *                      IPv4 ID and checksums;
+ *   vtep_udp_split     on any frame: nothing, or datagrams that hold the
+ *                      frame's payload in order, each with its headers
+ *                      and at most "gso_size" bytes of it;
  *   vtep_gso_segment   with any header length: bounded segments or an error;
  *   vtep_gro_*         (gro.h) on the segments of a TCP super-frame cut with
  *                      no outer headers: when the first is taken, all are,
@@ -231,6 +234,28 @@ static void check_gso(const uint8_t *frame, size_t len, uint8_t gso_type, uint16
         check_pack(frame, len, hdr, gso_size, outer, outer_len);
 }
 
+static void check_split(const uint8_t *frame, size_t len, uint16_t gso_size)
+{
+    static uint8_t out[65536 + 128 * 82];
+    static vtep_pkt_t pkts[128];
+    uint32_t n = vtep_udp_split(frame, (uint32_t)len, gso_size, out, sizeof out, pkts, 128);
+    if (!n)
+        return;
+    /* It took the frame for Ethernet, IPv4 or IPv6, and UDP. */
+    uint32_t hdr = (vtep_get_be16(frame + 12) == 0x86dd ? 54 : 14 + (frame[14] & 0xfu) * 4) + 8;
+    uint32_t at = 0, payload = 0;
+    for (uint32_t k = 0; k < n; k++) {
+        const vtep_pkt_t *p = &pkts[k];
+        CHECK(p->data == out + at && p->len > hdr && p->len - hdr <= gso_size);
+        CHECK(k + 1 == n || p->len - hdr == gso_size);
+        CHECK(!memcmp(p->data + hdr, frame + hdr + payload, p->len - hdr));
+        CHECK(!memcmp(p->data, frame, 14) && vtep_get_be16(p->data + hdr - 4) == p->len - hdr + 8);
+        at += p->len;
+        payload += p->len - hdr;
+    }
+    CHECK(hdr + payload == len && at <= sizeof out);
+}
+
 /* Any header length: an error, or segments that stay in bounds (their
  * contents are only right for the length vtep_gso_headers gives). */
 static void check_gso_any_header(const uint8_t *frame, size_t len, uint32_t hdr, uint16_t gso_size)
@@ -257,6 +282,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     check_csum_fill(frame, len);
     check_gso(frame, len, gso_type, gso_size, outer_kind);
     check_gso_any_header(frame, len, raw_hdr, gso_size);
+    check_split(frame, len, gso_size);
     fuzz_free(frame);
     return 0;
 }
