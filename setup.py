@@ -9,7 +9,8 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 
 CORE = ["csrc/tunnel.c", "csrc/map.c", "csrc/fdb.c", "csrc/engine.c", "csrc/pipeline.c",
-        "csrc/io_afpacket.c", "csrc/io_tap.c", "csrc/loop.c", "csrc/offload.c", "csrc/gro.c"]
+        "csrc/io_afpacket.c", "csrc/io_tap.c", "csrc/loop.c", "csrc/offload.c", "csrc/gro.c",
+        "csrc/stack_bypass.c"]
 CFLAGS = ["-O3", "-std=gnu11", "-fno-strict-aliasing", *shlex.split(os.environ.get("VTEP_CFLAGS", ""))]
 
 engine = Extension(

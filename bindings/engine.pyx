@@ -6,6 +6,7 @@ negative return into an exception in one place, check().  Burst work runs
 with the GIL released."""
 import ipaddress
 import os
+import socket
 
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport malloc, free
@@ -506,6 +507,19 @@ def open_afpacket(ifname, *, bint underlay=False, local=None, uint16_t destinati
     if handle.io == NULL:
         raise OSError(-err, f"AF_PACKET on {ifname}: {os.strerror(-err)}")
     return handle
+
+
+def stack_bypass(ifname, local, uint16_t destination_port):
+    """Keep the tunnel packets for "local" and "destination_port" that
+    arrive on "ifname" out of the kernel's IP stack once the packet sockets
+    have had them (csrc/stack_bypass.h).  Returns the BPF link's file
+    descriptor: closing it ends the bypass.  OSError if the kernel will not
+    have it (before Linux 6.6, without CAP_BPF)."""
+    cdef vtep_addr_t a = to_addr(local)
+    cdef int rc = vtep_stack_bypass(socket.if_nametoindex(ifname), &a, destination_port)
+    if rc < 0:
+        raise OSError(-rc, f"tcx program on {ifname}: {os.strerror(-rc)}")
+    return rc
 
 
 def open_tap(ifname, *, bint multiqueue=False, uint32_t frame_size=0):

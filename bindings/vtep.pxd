@@ -149,3 +149,7 @@ cdef extern from "vtep.h" nogil:
     int vtep_loop_attach_underlay(vtep_loop_t *l, vtep_io_t *io)
     int vtep_loop_start(vtep_loop_t *l)
     void vtep_loop_stop(vtep_loop_t *l)
+
+
+cdef extern from "stack_bypass.h" nogil:
+    int vtep_stack_bypass(int ifindex, const vtep_addr_t *local, uint16_t port)

@@ -7,10 +7,11 @@ group (hashed by flow, so a flow stays in order on one worker), TAP ports
 through their queues (IFF_MULTI_QUEUE)."""
 import fcntl
 import logging
+import os
 import socket
 import struct
 
-from ._engine import Loop, open_afpacket, open_tap
+from ._engine import Loop, open_afpacket, open_tap, stack_bypass
 from .tables import Tables
 
 log = logging.getLogger("vtepd.datapath")
@@ -51,6 +52,7 @@ class Datapath:
         self.tables = Tables.build(config, underlay_mac=underlay.mac, underlay_mtu=underlay.mtu)
         self.engine = self.tables.engine
         self.loops = []
+        self._bypass = None       # the tcx program's BPF link, or None
         self._taps_held = {}  # TAP name -> ports of ours holding its queues (a reload overlaps two)
         try:
             self.loops = [Loop(self.engine) for _ in range(self.workers)]
@@ -60,12 +62,22 @@ class Datapath:
                     underlay.name, underlay=True, local=str(v.local), destination_port=v.destination_port,
                     fanout_group=group, frame_size=underlay.mtu + _SLOT_OVERHEAD,
                     offload=v.generic_segmentation_offload))
+            self._bypass_stack(underlay.name, v)
             # Ports were put in the tables without I/O by build(): give them theirs.
             for p in config.ports:
                 self.attach(self.tables.ports[p.name], self.open(p))
         except BaseException:
             self.close()
             raise
+
+    def _bypass_stack(self, ifname, v):
+        """Once the underlay's packet sockets have a tunnel packet, the
+        kernel's IP stack need not see it (csrc/stack_bypass.h); without
+        this, the tunnel claim still keeps the kernel from answering it."""
+        try:
+            self._bypass = stack_bypass(ifname, str(v.local), v.destination_port)
+        except OSError as e:
+            log.warning("underlay %s: tunnel packets also go through the kernel's IP stack (%s)", ifname, e.strerror)
 
     def _fanout_group(self, ifindex):
         # A fanout group is per namespace and per link: the link's index names it.
@@ -133,6 +145,9 @@ class Datapath:
         for loop in self.loops:
             loop.close()
         self.loops = []
+        if self._bypass is not None:
+            os.close(self._bypass)
+            self._bypass = None
 
 
 __all__ = ["Datapath", "PortError"]

@@ -9,6 +9,8 @@ import errno
 import select
 import socket
 import struct
+import subprocess
+import sys
 import time
 
 import pytest
@@ -261,17 +263,17 @@ def _sender_and_vtep(family, namespaces, traffic=True):
     return v_name, s_name, local
 
 
-def _icmp_errors_after_sending_tunnel_packets(family, s_name, local):
-    """Send one VXLAN and one NVGRE packet from the sender's namespace to
-    `local`; return the ICMP(v6) errors (type, code) that come back within a
-    second (or as soon as there is one for each)."""
+def _icmp_errors_after_sending_tunnel_packets(family, s_name, local, udp_port=4789):
+    """Send one VXLAN (to `udp_port`) and one NVGRE packet from the sender's
+    namespace to `local`; return the ICMP(v6) errors (type, code) that come
+    back within a second (or as soon as there is one for each)."""
     af = socket.AF_INET if family == 4 else socket.AF_INET6
     icmp_proto = socket.IPPROTO_ICMP if family == 4 else socket.IPPROTO_ICMPV6
     icmp = netns.create_socket(s_name, af, socket.SOCK_RAW, icmp_proto)
     udp = netns.create_socket(s_name, af, socket.SOCK_DGRAM, 0)
     gre = netns.create_socket(s_name, af, socket.SOCK_RAW, netlink.IPPROTO_GRE)
     try:
-        udp.sendto(struct.pack("!II", 0x08000000, 5000 << 8) + INNER, (local, 4789))        # VXLAN, I flag
+        udp.sendto(struct.pack("!II", 0x08000000, 5000 << 8) + INNER, (local, udp_port))    # VXLAN, I flag
         gre.sendto(struct.pack("!HHI", 0x2000, 0x6558, 5000 << 8) + INNER, (local, 0))    # NVGRE, K flag
         errors, deadline = [], time.monotonic() + 1.0
         while len(errors) < 2 and (left := deadline - time.monotonic()) > 0:
@@ -291,6 +293,7 @@ def _icmp_errors_after_sending_tunnel_packets(family, s_name, local):
 # Port unreachable (VXLAN) and protocol unreachable (GRE) for IPv4; for IPv6
 # port unreachable and parameter problem "unrecognized next header".
 UNANSWERED = {4: [(3, 2), (3, 3)], 6: [(1, 4), (4, 1)]}
+PORT_UNREACHABLE = {4: (3, 3), 6: (1, 4)}
 
 
 @pytest.mark.root
@@ -309,6 +312,36 @@ def test_tunnel_claim_silences_the_kernel(family, namespaces):
         # does not cut them into datagrams only for the filter to drop them.
         [udp] = [sock for sock in claim._sockets if sock.type == socket.SOCK_DGRAM]
         assert udp.getsockopt(netlink.SOL_UDP, netlink.UDP_GRO) == 1
+
+
+# Attaches the tcx program of csrc/stack_bypass.h and holds its link until stdin closes.
+HOLD_BYPASS = """
+import sys
+from dataplane._engine import stack_bypass
+fd = stack_bypass(sys.argv[1], sys.argv[2], int(sys.argv[3]))
+print("attached", flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("family", [4, 6], ids=["ipv4", "ipv6"])
+def test_stack_bypass_keeps_only_tunnel_packets_from_the_ip_stack(family, namespaces):
+    v_name, s_name, local = _sender_and_vtep(family, namespaces)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_BYPASS, "v0", local, "4789"], text=True,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, preexec_fn=lambda: netns.setns(v_name))
+    try:
+        assert holder.stdout.readline() == "attached\n"
+        # No claim here: the stack would answer both tunnel packets if it saw them.
+        assert _icmp_errors_after_sending_tunnel_packets(family, s_name, local) == []
+        # Anything else still reaches it: UDP to another port is answered, GRE still is not.
+        assert _icmp_errors_after_sending_tunnel_packets(family, s_name, local, udp_port=4790) \
+            == [PORT_UNREACHABLE[family]]
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=10)
+    # Its holder gone, so is the program: the stack sees (and answers) tunnel packets again.
+    assert _icmp_errors_after_sending_tunnel_packets(family, s_name, local) == UNANSWERED[family]
 
 
 @pytest.mark.root

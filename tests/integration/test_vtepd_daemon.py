@@ -228,7 +228,8 @@ def test_metrics_on_loopback_when_configured(site, tmp_path, measured):
 @pytest.mark.reliability("Security defaults", "vtepd runs without a metrics key; every socket it holds is "
                          "looked up in /proc/PID/fd and /proc/PID/net",
                          expected="no TCP socket; the only listener is the control socket (mode 0600, owner "
-                                  "root); the tunnel claim's UDP and raw GRE sockets queue no packet")
+                                  "root); the tunnel claim's UDP and raw GRE sockets queue no packet, and "
+                                  "the UDP one sees none of the tunnel packets vtepd took")
 def test_no_listener_but_the_control_socket(site, tmp_path, measured):
     h1 = site["h1"]
     d = v.Vtepd(site["V"][0], config(["h1"]), tmp_path)
@@ -243,11 +244,14 @@ def test_no_listener_but_the_control_socket(site, tmp_path, measured):
         assert found["tcp"] == found["tcp6"] == []
         listeners = [f[7] for f in found["unix"] if int(f[3], 16) & UNIX_LISTENING]
         assert listeners == [d.socket]
-        # The tunnel claim (netlink.TunnelClaim): bound, but its filter drops everything.
+        # The tunnel claim (netlink.TunnelClaim): bound, its filter dropping everything; and
+        # it sees nothing, for the tcx program (csrc/stack_bypass.h) keeps the tunnel packets
+        # vtepd took out of the IP stack.
         (udp,) = found["udp"] + found["udp6"]
         udp_queued, udp_dropped = int(udp[4].split(":")[1], 16), int(udp[-1])
         assert inet_address(udp[1]) == ("198.18.0.1", 4789)
-        assert udp_queued == 0 and udp_dropped >= 20
+        taken = d.counters()["underlay"]["rx_packets"]
+        assert udp_queued == 0 and udp_dropped == 0 and taken >= 20
         (gre,) = found["raw"] + found["raw6"]
         assert inet_address(gre[1]) == ("198.18.0.1", 47) and int(gre[4].split(":")[1], 16) == 0
         # AF_PACKET on ul0 and h1 (ETH_P_ALL): they listen to links, not to addresses; and each
@@ -255,7 +259,7 @@ def test_no_listener_but_the_control_socket(site, tmp_path, measured):
         assert sorted(f[3] for f in found["packet"]) == ["0000", "0000", "0003", "0003"]
         measured(f"control socket {stat.filemode(st.st_mode)} uid {st.st_uid}; sockets: {len(listeners)} Unix "
                  f"listener, 0 TCP, UDP 198.18.0.1:4789 {udp_queued} B queued / {udp_dropped} datagrams "
-                 f"dropped by its filter, raw GRE {len(found['raw'] + found['raw6'])}, "
+                 f"dropped by its filter ({taken} taken by vtepd), raw GRE {len(found['raw'] + found['raw6'])}, "
                  f"AF_PACKET {len(found['packet'])}, netlink {len(found['netlink'])}, "
                  f"other Unix {len(found['unix']) - len(listeners)}")
     finally:
@@ -316,15 +320,17 @@ def test_only_net_admin_and_net_raw_in_every_thread(site, tmp_path, measured):
         d.ctl("fdb-add", {"segment": "plain", "mac": "02:00:00:00:bb:01", "port": "h1"})
         assert "02:00:00:00:bb:01" in {e["mac"] for e in d.ctl("show-fdb")}
         threads = assert_only_kept_capabilities(d.proc.pid)
+        assert v.tcx_programs(V, "ul0") == 1  # one for both workers (csrc/stack_bypass.h)
         scrape.close()
         assert d.stop() == 0
         assert v.links(V) == before and not os.path.exists(d.socket)  # the TAP and the socket are gone
+        assert v.tcx_programs(V, "ul0") == 0
         measured(f"{len(threads)} threads (2 vtep-worker, main, metrics server on port 947 and a request): "
                  f"CapEff = CapPrm = "
                  f"CapBnd = {KEPT:#x} (CAP_NET_ADMIN, CAP_NET_RAW), CapInh = CapAmb = 0, NoNewPrivs = 1 in "
                  f"each; reload added h2 and TAP vm9, a deleted neighbour was solicited and back within "
                  f"{resolicited:.1f} s, "
-                 f"SIGTERM exit 0 removed the TAP and the socket")
+                 f"SIGTERM exit 0 removed the TAP, the socket and the tcx program")
     finally:
         scrape.close()
         d.stop()

@@ -31,10 +31,11 @@ def proc_net(ns, table):
 
 def underlay_sockets(ns):
     """What vtepd holds in the kernel of "ns": packet sockets, sockets on
-    UDP 4789 and raw GRE sockets."""
+    UDP 4789, raw GRE sockets, and the underlay's tcx program."""
     udp = [r for r in proc_net(ns, "udp") if r.split()[1].endswith(f":{4789:04X}")]
     raw = [r for r in proc_net(ns, "raw") if r.split()[1].endswith(":002F")]
-    return {"packet": len(proc_net(ns, "packet")), "udp4789": len(udp), "raw_gre": len(raw)}
+    return {"packet": len(proc_net(ns, "packet")), "udp4789": len(udp), "raw_gre": len(raw),
+            "tcx": v.tcx_programs(ns, "ul0")}
 
 
 def set_sysctl(ns, path, value):
@@ -44,7 +45,7 @@ def set_sysctl(ns, path, value):
 
 @pytest.mark.reliability(
     "Faults", "vtepd is killed with SIGKILL under traffic and restarted with the same config",
-    expected="nothing is left behind (TAPs, sockets); forwarding resumes within 1 s of READY=1, correctly")
+    expected="nothing is left behind (TAPs, sockets, the tcx program); forwarding resumes within 1 s of READY=1, correctly")
 def test_kill_9_under_traffic_then_restart(topo, tmp_path, measured):
     V = topo["V"]
     before_links = v.links(V)
@@ -63,7 +64,8 @@ def test_kill_9_under_traffic_then_restart(topo, tmp_path, measured):
     time.sleep(0.5)
     left_links, left_sockets = v.links(V), underlay_sockets(V)
     assert left_links == before_links, "a killed vtepd left interfaces behind"
-    assert left_sockets == {"packet": 0, "udp4789": 0, "raw_gre": 0}
+    assert running_sockets["tcx"] == 1
+    assert left_sockets == {"packet": 0, "udp4789": 0, "raw_gre": 0, "tcx": 0}
     assert os.path.exists(d.socket)  # the one leftover: the control socket's file
 
     d2 = v.Vtepd(V[0], CONFIG, tmp_path)
@@ -101,7 +103,7 @@ def test_kill_9_under_traffic_then_restart(topo, tmp_path, measured):
     lost = {name: len(f.lost(start=killed_at)) for name, f in made.items()}
     measured(f"READY=1 to first frame forwarded: {max(resumed.values()) * 1000:.0f} ms (worst of "
              f"{len(made)} flows; negative = before READY); after the kill: 0 interfaces, 0 packet/"
-             f"UDP 4789/GRE sockets left; stale control socket removed; 0 datagrams lost after READY "
+             f"UDP 4789/GRE sockets and 0 tcx programs left; stale control socket removed; 0 datagrams lost after READY "
              f"({sum(lost.values())} lost while vtepd was down)")
 
 

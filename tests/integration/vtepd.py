@@ -192,6 +192,27 @@ def run(ns, *argv, timeout=30, check=False):
                           check=check)
 
 
+# BPF_PROG_QUERY of a link's tcx ingress programs (csrc/stack_bypass.h), in
+# the namespace it runs in: union bpf_attr's query is target ifindex,
+# attach type (BPF_TCX_INGRESS, 46), query and attach flags, then the
+# buffer for program IDs and its count.
+_TCX_QUERY = r"""
+import ctypes, socket, struct, sys
+ids = (ctypes.c_uint32 * 16)()
+attr = ctypes.create_string_buffer(128)
+struct.pack_into("=IIIIQI", attr, 0, socket.if_nametoindex(sys.argv[1]), 46, 0, 0, ctypes.addressof(ids), 16)
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.syscall(321, 16, attr, len(attr)) < 0:  # bpf(BPF_PROG_QUERY) on x86-64
+    sys.exit(f"BPF_PROG_QUERY: errno {ctypes.get_errno()}")
+print(struct.unpack_from("=I", attr, 24)[0])
+"""
+
+
+def tcx_programs(ns, ifname):
+    """How many tcx ingress programs link "ifname" of namespace "ns" has."""
+    return int(run(ns, sys.executable, "-c", _TCX_QUERY, ifname, check=True).stdout)
+
+
 def ping(ns, target, count=2, wait=1, interval=0.2, size=None):
     """Whether every echo was answered."""
     argv = ["ping", "-n", "-q", "-c", str(count), "-i", str(interval), "-W", str(wait), target]
