@@ -12,6 +12,11 @@
  * --workers N: N threads, each with its own handles on both links, joined in
  * PACKET_FANOUT groups named as vtepd names them (ifindex & 0xffff).
  *
+ * --stack-bypass ADDR: keep VXLAN and GRE to ADDR that arrives on link b out
+ * of the kernel's IP stack once the rings have it, as vtepd does for its
+ * underlay (csrc/stack_bypass.h), so that both leave the kernel the same
+ * work.
+ *
  * Runs until SIGTERM or SIGINT, then prints one JSON line on stdout: frames
  * forwarded (queued for TX), dropped (no free TX slot, or too big for a
  * slot or for the outgoing link's MTU), and kernel_drops (lost because one of our RX rings was full).
@@ -27,7 +32,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <arpa/inet.h>
 #include "io.h"
+#include "stack_bypass.h"
 
 enum { POLL_MS = 100, MAX_BURST = 256, MAX_WORKERS = 64 };
 
@@ -117,6 +124,7 @@ static uint32_t parse_u32(const char *opt, const char *s, uint32_t min, uint32_t
 static void usage(void)
 {
     fputs("usage: nullfwd --a IFACE --b IFACE [--burst 64] [--frames N] [--frame-size 2048] [--workers 1]\n"
+          "               [--stack-bypass ADDR]\n"
           "Forwards every frame a->b and b->a until SIGTERM/SIGINT, then prints\n"
           "{\"forwarded\": n, \"dropped\": n, \"kernel_drops\": n}.\n",
           stderr);
@@ -127,9 +135,10 @@ int main(int argc, char **argv)
 {
     static const struct option longopts[] = {
         {"a", 1, 0, 'a'}, {"b", 1, 0, 'b'}, {"burst", 1, 0, 'u'}, {"frames", 1, 0, 'f'},
-        {"frame-size", 1, 0, 's'}, {"workers", 1, 0, 'w'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0},
+        {"frame-size", 1, 0, 's'}, {"workers", 1, 0, 'w'}, {"stack-bypass", 1, 0, 'x'}, {"help", 0, 0, 'h'},
+        {0, 0, 0, 0},
     };
-    const char *ifname[2] = {NULL, NULL};
+    const char *ifname[2] = {NULL, NULL}, *bypass = NULL;
     uint32_t burst = 64, frames = 0, frame_size = 2048, n_workers = 1;  /* frames 0: vtepd's rings */
     int c;
     while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
@@ -140,6 +149,7 @@ int main(int argc, char **argv)
         case 'f': frames = parse_u32("frames", optarg, 8, 1 << 20); break;
         case 's': frame_size = parse_u32("frame-size", optarg, 128, 1 << 16); break;
         case 'w': n_workers = parse_u32("workers", optarg, 1, MAX_WORKERS); break;
+        case 'x': bypass = optarg; break;
         default: usage();
         }
     }
@@ -183,6 +193,13 @@ int main(int argc, char **argv)
         for (int k = 0; k < 2; k++)
             if (!(w->io[k] = vtep_io_afpacket_open(&params[k], &err)))
                 die(1, "%s: %s", ifname[k], strerror(-err));
+    }
+    if (bypass) {
+        vtep_addr_t local = {.family = strchr(bypass, ':') ? 6 : 4};
+        if (inet_pton(local.family == 4 ? AF_INET : AF_INET6, bypass, local.bytes) != 1)
+            die(2, "--stack-bypass: %s is no IP address", bypass);
+        if ((err = vtep_stack_bypass((int)if_nametoindex(ifname[1]), &local, 4789)) < 0)
+            die(1, "--stack-bypass: %s", strerror(-err));
     }
     for (uint32_t i = 0; i < n_workers; i++)
         if ((err = pthread_create(&workers[i].thread, NULL, worker_main, &workers[i])))

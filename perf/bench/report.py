@@ -248,7 +248,10 @@ def results_md(data, plots_rel="plots"):
             "- Frame sizes are inner Ethernet frames with FCS (a 64-byte frame is 60 bytes on a veth); tunnel "
             "packets are 50 bytes longer. IMIX = 7:4:1 of 64, 594 and 1518-byte inner frames (mean 361.8). "
             "Mbit/s counts inner frames.",
-            f"- Offloads: transmit checksum offload of the veths that feed vtepd: {o['offloads_used']}.", ""]
+            f"- Offloads: transmit checksum offload of the veths that feed vtepd: {o['offloads_used']}.",
+            "- The device's receive work: vtepd keeps the tunnel packets it takes out of D's IP stack with a tcx "
+            "program on `ul` (csrc/stack_bypass.h), and the null forwarder is given the same (`--stack-bypass`); "
+            "the kernel and OVS consume them in their own datapaths.", ""]
     out += ["## Targets", "", _md_table(("target", "measured", "bound", "verdict", "note"), [
         [t["target"], ", ".join(_x(v) for v in t["shown"]) if t["op"] == "shown" else _x(t["ratio"]),
          "" if t["op"] == "shown" else f"{t['op']} {t['bound']}x",

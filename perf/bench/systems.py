@@ -121,7 +121,8 @@ class NullFwd(System):
         self.result = None
 
     def start(self):
-        argv = [self.opts.nullfwd, "--a", "acc", "--b", "ul", "--workers", str(self.workers)]
+        argv = [self.opts.nullfwd, "--a", "acc", "--b", "ul", "--workers", str(self.workers),
+                "--stack-bypass", LOCAL]  # vtepd's tcx program on its underlay, the same work for the kernel
         self.commands.append(shlex.join(self.d.argv(argv, self.opts.dut_cpus)))
         self.proc = self.d.popen(argv, cpus=self.opts.dut_cpus, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                  text=True)
