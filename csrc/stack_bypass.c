@@ -12,7 +12,10 @@ enum { ATTACH_TCX_INGRESS = 46, TCX_NEXT = -1, TCX_DROP = 2 };
 
 /* eBPF instructions.  LD_ABS/LD_IND read the packet (network order, into
  * r0, the program ending with 0 -- TCX_PASS -- if the packet is too short)
- * and need the context in r6.  Addresses are compared as 32-bit words
+ * and need the context in r6.  Unlike direct packet access, they read past
+ * the linear head: a packet sent from a TX ring or a GSO super-packet has
+ * little more than its Ethernet header there (tried: direct access passed
+ * such packets on to the stack).  Addresses are compared as 32-bit words
  * (JMP32): a 64-bit compare would sign-extend the immediate. */
 #define INSN(c, d, s, o, i) ((struct bpf_insn){.code = (c), .dst_reg = (d), .src_reg = (s), .off = (o), .imm = (i)})
 #define LD_ABS(size, at) INSN(BPF_LD | BPF_ABS | (size), 0, 0, 0, (at))
