@@ -71,20 +71,31 @@ static int tunnel_filter(struct sock_filter *p, const vtep_addr_t *local, uint16
     int n = 0;
     p[n++] = STMT(BPF_LD | BPF_W | BPF_ABS, SKF_AD_OFF + SKF_AD_VLAN_TAG_PRESENT);
     p[n++] = JEQ(0, NEXT, DROP);
-    p[n++] = STMT(BPF_LD | BPF_H | BPF_ABS, 12);
     if (local->family == 4) {
-        p[n++] = JEQ(0x0800, NEXT, DROP);
+        /* Four loads of 32-bit words where six fields are wanted: a load
+         * is a copy when the headers are not in the packet's linear part,
+         * as with one sent from a TX ring. */
+        p[n++] = STMT(BPF_LD | BPF_W | BPF_ABS, 12);           /* EtherType, version and IHL, TOS */
+        p[n++] = STMT(BPF_ST, 0);
+        p[n++] = STMT(BPF_ALU | BPF_AND | BPF_K, 0xffff0000);
+        p[n++] = JEQ(0x08000000, NEXT, DROP);
         p[n++] = STMT(BPF_LD | BPF_W | BPF_ABS, 30);
         p[n++] = JEQ(vtep_get_be32(local->bytes), NEXT, DROP);
-        p[n++] = STMT(BPF_LD | BPF_B | BPF_ABS, 23);
+        p[n++] = STMT(BPF_LD | BPF_W | BPF_ABS, 20);           /* flags and fragment offset, TTL, protocol */
+        p[n++] = STMT(BPF_ST, 1);
+        p[n++] = STMT(BPF_ALU | BPF_AND | BPF_K, 0xff);
         p[n++] = JEQ(47, ACCEPT, NEXT);
         p[n++] = JEQ(17, NEXT, DROP);
-        p[n++] = STMT(BPF_LD | BPF_H | BPF_ABS, 20);
-        p[n++] = JUMP(BPF_JMP | BPF_JSET | BPF_K, 0x1fff, ACCEPT, NEXT);  /* a later fragment */
-        p[n++] = STMT(BPF_LDX | BPF_B | BPF_MSH, 14);                     /* X = IPv4 header length */
+        p[n++] = STMT(BPF_LD | BPF_MEM, 1);
+        p[n++] = JUMP(BPF_JMP | BPF_JSET | BPF_K, 0x1fff0000, ACCEPT, NEXT);  /* a later fragment */
+        p[n++] = STMT(BPF_LD | BPF_MEM, 0);
+        p[n++] = STMT(BPF_ALU | BPF_RSH | BPF_K, 6);           /* IHL * 4 */
+        p[n++] = STMT(BPF_ALU | BPF_AND | BPF_K, 0x3c);
+        p[n++] = STMT(BPF_MISC | BPF_TAX, 0);                   /* X = IPv4 header length */
         p[n++] = STMT(BPF_LD | BPF_H | BPF_IND, 14 + 2);
         p[n++] = JEQ(port, ACCEPT, DROP);
     } else {
+        p[n++] = STMT(BPF_LD | BPF_H | BPF_ABS, 12);
         p[n++] = JEQ(0x86dd, NEXT, DROP);
         for (int w = 0; w < 4; w++) {
             p[n++] = STMT(BPF_LD | BPF_W | BPF_ABS, 38 + 4 * w);

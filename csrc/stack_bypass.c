@@ -21,6 +21,9 @@ enum { ATTACH_TCX_INGRESS = 46, TCX_NEXT = -1, TCX_DROP = 2 };
 #define LD_ABS(size, at) INSN(BPF_LD | BPF_ABS | (size), 0, 0, 0, (at))
 #define LD_IND(size, reg, at) INSN(BPF_LD | BPF_IND | (size), 0, (reg), 0, (at))
 #define JMP32_K(op, k, to) INSN(BPF_JMP32 | (op) | BPF_K, 0, 0, (to), (int32_t)(k))
+#define JMP32_RK(op, reg, k, to) INSN(BPF_JMP32 | (op) | BPF_K, (reg), 0, (to), (int32_t)(k))
+#define ALU32_K(op, reg, k) INSN(BPF_ALU | (op) | BPF_K, (reg), 0, 0, (int32_t)(k))
+#define MOV64_X(dst, src) INSN(BPF_ALU64 | BPF_MOV | BPF_X, (dst), (src), 0, 0)
 #define RETURN(v) INSN(BPF_ALU64 | BPF_MOV | BPF_K, 0, 0, 0, (v)), INSN(BPF_JMP | BPF_EXIT, 0, 0, 0, 0)
 
 /* Jumps are written to labels PASS and DROP and resolved by finish(). */
@@ -50,22 +53,28 @@ static int program(struct bpf_insn *p, const vtep_addr_t *local, uint16_t port)
     p[n++] = INSN(BPF_ALU64 | BPF_MOV | BPF_X, 6, 1, 0, 0);  /* r6 = the context */
     p[n++] = INSN(BPF_LDX | BPF_MEM | BPF_W, 0, 6, offsetof(struct __sk_buff, vlan_present), 0);
     p[n++] = JMP32_K(BPF_JNE, 0, PASS);
-    p[n++] = LD_ABS(BPF_H, 12);
     if (local->family == 4) {
-        p[n++] = JMP32_K(BPF_JNE, 0x0800, PASS);
+        /* Four loads of 32-bit words where six fields are wanted (each is
+         * a copy out of the packet's pages); r8 and r9 keep two of them
+         * (a load clobbers r1-r5). */
+        p[n++] = LD_ABS(BPF_W, 12);                              /* EtherType, version and IHL, TOS */
+        p[n++] = MOV64_X(8, 0);
+        p[n++] = ALU32_K(BPF_AND, 0, 0xffff0000);
+        p[n++] = JMP32_K(BPF_JNE, 0x08000000, PASS);
         p[n++] = LD_ABS(BPF_W, 30);
         p[n++] = JMP32_K(BPF_JNE, vtep_get_be32(local->bytes), PASS);
-        p[n++] = LD_ABS(BPF_B, 23);
+        p[n++] = LD_ABS(BPF_W, 20);                              /* flags and fragment offset, TTL, protocol */
+        p[n++] = MOV64_X(9, 0);
+        p[n++] = ALU32_K(BPF_AND, 0, 0xff);
         p[n++] = JMP32_K(BPF_JEQ, 47, DROP);
         p[n++] = JMP32_K(BPF_JNE, 17, PASS);
-        p[n++] = LD_ABS(BPF_H, 20);
-        p[n++] = JMP32_K(BPF_JSET, 0x3fff, PASS);               /* a fragment */
-        p[n++] = LD_ABS(BPF_B, 14);
-        p[n++] = INSN(BPF_ALU64 | BPF_AND | BPF_K, 0, 0, 0, 0xf);
-        p[n++] = INSN(BPF_ALU64 | BPF_LSH | BPF_K, 0, 0, 0, 2);
-        p[n++] = INSN(BPF_ALU64 | BPF_MOV | BPF_X, 7, 0, 0, 0);  /* r7 = the IPv4 header length */
+        p[n++] = JMP32_RK(BPF_JSET, 9, 0x3fff0000, PASS);       /* a fragment */
+        p[n++] = MOV64_X(7, 8);
+        p[n++] = ALU32_K(BPF_RSH, 7, 6);
+        p[n++] = ALU32_K(BPF_AND, 7, 0x3c);                     /* r7 = the IPv4 header length */
         p[n++] = LD_IND(BPF_H, 7, 14 + 2);
     } else {
+        p[n++] = LD_ABS(BPF_H, 12);
         p[n++] = JMP32_K(BPF_JNE, 0x86dd, PASS);
         for (int w = 0; w < 4; w++) {
             p[n++] = LD_ABS(BPF_W, 38 + 4 * w);
