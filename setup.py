@@ -10,7 +10,7 @@ from setuptools import Extension, setup
 
 CORE = ["csrc/tunnel.c", "csrc/map.c", "csrc/fdb.c", "csrc/engine.c", "csrc/pipeline.c",
         "csrc/io_afpacket.c", "csrc/io_tap.c", "csrc/loop.c", "csrc/offload.c", "csrc/gro.c",
-        "csrc/stack_bypass.c"]
+        "csrc/tunnel_bpf.c"]
 CFLAGS = ["-O3", "-std=gnu11", "-fno-strict-aliasing", *shlex.split(os.environ.get("VTEP_CFLAGS", ""))]
 
 engine = Extension(

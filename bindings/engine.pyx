@@ -512,7 +512,7 @@ def open_afpacket(ifname, *, bint underlay=False, local=None, uint16_t destinati
 def stack_bypass(ifname, local, uint16_t destination_port):
     """Keep the tunnel packets for "local" and "destination_port" that
     arrive on "ifname" out of the kernel's IP stack once the packet sockets
-    have had them (csrc/stack_bypass.h).  Returns the BPF link's file
+    have had them (csrc/tunnel_bpf.h).  Returns the BPF link's file
     descriptor: closing it ends the bypass.  OSError if the kernel will not
     have it (before Linux 6.6, without CAP_BPF)."""
     cdef vtep_addr_t a = to_addr(local)

@@ -151,5 +151,5 @@ cdef extern from "vtep.h" nogil:
     void vtep_loop_stop(vtep_loop_t *l)
 
 
-cdef extern from "stack_bypass.h" nogil:
+cdef extern from "tunnel_bpf.h" nogil:
     int vtep_stack_bypass(int ifindex, const vtep_addr_t *local, uint16_t port)

@@ -1,14 +1,13 @@
 /* AF_PACKET I/O: TPACKET_V2 RX and TX rings in one mapping.
  *
  * The socket is opened with protocol 0 (it receives nothing), configured,
- * given its filter and only then bound to the link with ETH_P_ALL, so no
- * frame reaches it half-configured.  Transmissions bypass the qdisc (we
+ * given its filter (the underlay's: tunnel_bpf.h) and only then bound to
+ * the link with ETH_P_ALL, so no frame reaches it half-configured.  Transmissions bypass the qdisc (we
  * batch ourselves) and are not echoed back to us (PACKET_IGNORE_OUTGOING).
  * Everything set here dies with the socket: promiscuous mode, the fanout
  * group, the filter.  A killed vtepd leaves nothing behind. */
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/filter.h>
 #include <linux/if_packet.h>
 #include <net/ethernet.h>
 #include <net/if.h>
@@ -19,6 +18,7 @@
 #include <unistd.h>
 #include "io.h"
 #include "offload.h"
+#include "tunnel_bpf.h"
 
 /* Where a TX frame's data starts in its slot (after the aligned header). */
 #define TX_DATA_OFFSET TPACKET_ALIGN(sizeof(struct tpacket2_hdr))
@@ -38,81 +38,6 @@ enum { SUPER_SNDBUF = 8 << 20 };
  * kernel's UDP GSO makes (UDP_MAX_SEGMENTS), each with its own copy of the
  * outer headers (at most Ethernet, IPv4 with options and UDP). */
 enum { SPLIT_MAX = 128, SPLIT_ROOM = COPY_MAX + SPLIT_MAX * (14 + 60 + 8) };
-
-/* Classic BPF with symbolic jump targets: NEXT, ACCEPT and DROP are resolved
- * by bpf_finish(), which appends the two returns. */
-enum { NEXT = 253, ACCEPT = 254, DROP = 255 };
-#define STMT(code, k) ((struct sock_filter){(uint16_t)(code), 0, 0, (uint32_t)(k)})
-#define JUMP(code, k, t, f) ((struct sock_filter){(uint16_t)(code), (t), (f), (uint32_t)(k)})
-#define JEQ(k, t, f) JUMP(BPF_JMP | BPF_JEQ | BPF_K, k, t, f)
-
-static int bpf_finish(struct sock_filter *p, int n)
-{
-    p[n] = STMT(BPF_RET | BPF_K, 0xffffffffu);
-    p[n + 1] = STMT(BPF_RET | BPF_K, 0);
-    for (int i = 0; i < n; i++) {
-        if (BPF_CLASS(p[i].code) != BPF_JMP || BPF_OP(p[i].code) == BPF_JA)
-            continue;
-        uint8_t *targets[2] = {&p[i].jt, &p[i].jf};
-        for (int t = 0; t < 2; t++) {
-            int to = *targets[t] == NEXT ? i + 1 : *targets[t] == ACCEPT ? n : *targets[t] == DROP ? n + 1
-                                                                               : *targets[t];
-            *targets[t] = (uint8_t)(to - (i + 1));
-        }
-    }
-    return n + 2;
-}
-
-/* The underlay filter: untagged VXLAN (to "port") or GRE for "local".  It
- * also keeps fragments and IPv6 extension headers for "local", which the
- * pipeline refuses and counts; everything else is the kernel's alone. */
-static int tunnel_filter(struct sock_filter *p, const vtep_addr_t *local, uint16_t port)
-{
-    int n = 0;
-    p[n++] = STMT(BPF_LD | BPF_W | BPF_ABS, SKF_AD_OFF + SKF_AD_VLAN_TAG_PRESENT);
-    p[n++] = JEQ(0, NEXT, DROP);
-    if (local->family == 4) {
-        /* Four loads of 32-bit words where six fields are wanted: a load
-         * is a copy when the headers are not in the packet's linear part,
-         * as with one sent from a TX ring. */
-        p[n++] = STMT(BPF_LD | BPF_W | BPF_ABS, 12);           /* EtherType, version and IHL, TOS */
-        p[n++] = STMT(BPF_ST, 0);
-        p[n++] = STMT(BPF_ALU | BPF_AND | BPF_K, 0xffff0000);
-        p[n++] = JEQ(0x08000000, NEXT, DROP);
-        p[n++] = STMT(BPF_LD | BPF_W | BPF_ABS, 30);
-        p[n++] = JEQ(vtep_get_be32(local->bytes), NEXT, DROP);
-        p[n++] = STMT(BPF_LD | BPF_W | BPF_ABS, 20);           /* flags and fragment offset, TTL, protocol */
-        p[n++] = STMT(BPF_ST, 1);
-        p[n++] = STMT(BPF_ALU | BPF_AND | BPF_K, 0xff);
-        p[n++] = JEQ(47, ACCEPT, NEXT);
-        p[n++] = JEQ(17, NEXT, DROP);
-        p[n++] = STMT(BPF_LD | BPF_MEM, 1);
-        p[n++] = JUMP(BPF_JMP | BPF_JSET | BPF_K, 0x1fff0000, ACCEPT, NEXT);  /* a later fragment */
-        p[n++] = STMT(BPF_LD | BPF_MEM, 0);
-        p[n++] = STMT(BPF_ALU | BPF_RSH | BPF_K, 6);           /* IHL * 4 */
-        p[n++] = STMT(BPF_ALU | BPF_AND | BPF_K, 0x3c);
-        p[n++] = STMT(BPF_MISC | BPF_TAX, 0);                   /* X = IPv4 header length */
-        p[n++] = STMT(BPF_LD | BPF_H | BPF_IND, 14 + 2);
-        p[n++] = JEQ(port, ACCEPT, DROP);
-    } else {
-        p[n++] = STMT(BPF_LD | BPF_H | BPF_ABS, 12);
-        p[n++] = JEQ(0x86dd, NEXT, DROP);
-        for (int w = 0; w < 4; w++) {
-            p[n++] = STMT(BPF_LD | BPF_W | BPF_ABS, 38 + 4 * w);
-            p[n++] = JEQ(vtep_get_be32(local->bytes + 4 * w), NEXT, DROP);
-        }
-        p[n++] = STMT(BPF_LD | BPF_B | BPF_ABS, 20);
-        p[n++] = JEQ(47, ACCEPT, NEXT);
-        p[n++] = JEQ(0, ACCEPT, NEXT);   /* hop-by-hop */
-        p[n++] = JEQ(43, ACCEPT, NEXT);  /* routing */
-        p[n++] = JEQ(44, ACCEPT, NEXT);  /* fragment */
-        p[n++] = JEQ(60, ACCEPT, NEXT);  /* destination options */
-        p[n++] = JEQ(17, NEXT, DROP);
-        p[n++] = STMT(BPF_LD | BPF_H | BPF_ABS, 14 + 40 + 2);
-        p[n++] = JEQ(port, ACCEPT, DROP);
-    }
-    return bpf_finish(p, n);
-}
 
 static int setopt(int fd, int level, int name, const void *v, socklen_t len)
 {
@@ -231,13 +156,8 @@ static int afpacket_setup(vtep_io_t *io, const vtep_afpacket_params_t *p)
     io->rx_ring = io->map;
     io->tx_ring = io->map + rx_len;
 
-    if (p->tunnel_only) {
-        struct sock_filter prog[48];
-        struct sock_fprog fprog = {.len = (unsigned short)tunnel_filter(prog, &p->local, p->destination_port),
-                                   .filter = prog};
-        if ((rc = setopt(io->fd, SOL_SOCKET, SO_ATTACH_FILTER, &fprog, sizeof fprog)))
-            return rc;
-    }
+    if (p->tunnel_only && (rc = vtep_tunnel_filter(io->fd, &p->local, p->destination_port)))
+        return rc;
     struct sockaddr_ll sll = {.sll_family = AF_PACKET, .sll_protocol = htons(ETH_P_ALL), .sll_ifindex = ifindex};
     if (bind(io->fd, (struct sockaddr *)&sll, sizeof sll) < 0)
         return -errno;

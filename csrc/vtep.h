@@ -221,7 +221,7 @@ typedef struct vtep_afpacket_params {
     uint16_t fanout_group;    /* 0: none; else join this PACKET_FANOUT_HASH group */
     uint8_t promiscuous;      /* access ports: take every frame on the link */
     uint8_t tunnel_only;      /* underlay: a filter keeps only tunnel traffic for
-                               * "local" (the kernel gets it too: see stack_bypass.h) */
+                               * "local" (the kernel gets it too: see tunnel_bpf.h) */
     vtep_addr_t local;
     uint16_t destination_port;
     uint8_t offload;          /* PACKET_VNET_HDR: access ports take frames with checksums

@@ -72,7 +72,7 @@ class Datapath:
 
     def _bypass_stack(self, ifname, v):
         """Once the underlay's packet sockets have a tunnel packet, the
-        kernel's IP stack need not see it (csrc/stack_bypass.h); without
+        kernel's IP stack need not see it (csrc/tunnel_bpf.h); without
         this, the tunnel claim still keeps the kernel from answering it."""
         try:
             self._bypass = stack_bypass(ifname, str(v.local), v.destination_port)

@@ -382,7 +382,7 @@ class TunnelClaim:
       (IPv6);
 
     each with a BPF filter that drops everything, so no packet queues on them.
-    With the underlay's tcx program (csrc/stack_bypass.h) the IP stack never
+    With the underlay's tcx program (csrc/tunnel_bpf.h) the IP stack never
     sees the tunnel packets at all; the claim is for those that get past it.
     Both die with the process, so even `kill -9` leaves no state behind
     (unlike an nftables rule).  Verified on Linux 6.18 for IPv4 and IPv6

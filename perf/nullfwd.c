@@ -14,7 +14,7 @@
  *
  * --stack-bypass ADDR: keep VXLAN and GRE to ADDR that arrives on link b out
  * of the kernel's IP stack once the rings have it, as vtepd does for its
- * underlay (csrc/stack_bypass.h), so that both leave the kernel the same
+ * underlay (csrc/tunnel_bpf.h), so that both leave the kernel the same
  * work.
  *
  * Runs until SIGTERM or SIGINT, then prints one JSON line on stdout: frames
@@ -34,7 +34,7 @@
 #include <time.h>
 #include <arpa/inet.h>
 #include "io.h"
-#include "stack_bypass.h"
+#include "tunnel_bpf.h"
 
 enum { POLL_MS = 100, MAX_BURST = 256, MAX_WORKERS = 64 };
 

@@ -250,7 +250,7 @@ def results_md(data, plots_rel="plots"):
             "Mbit/s counts inner frames.",
             f"- Offloads: transmit checksum offload of the veths that feed vtepd: {o['offloads_used']}.",
             "- The device's receive work: vtepd keeps the tunnel packets it takes out of D's IP stack with a tcx "
-            "program on `ul` (csrc/stack_bypass.h), and the null forwarder is given the same (`--stack-bypass`); "
+            "program on `ul` (csrc/tunnel_bpf.h), and the null forwarder is given the same (`--stack-bypass`); "
             "the kernel and OVS consume them in their own datapaths.", ""]
     out += ["## Targets", "", _md_table(("target", "measured", "bound", "verdict", "note"), [
         [t["target"], ", ".join(_x(v) for v in t["shown"]) if t["op"] == "shown" else _x(t["ratio"]),

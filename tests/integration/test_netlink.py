@@ -314,7 +314,7 @@ def test_tunnel_claim_silences_the_kernel(family, namespaces):
         assert udp.getsockopt(netlink.SOL_UDP, netlink.UDP_GRO) == 1
 
 
-# Attaches the tcx program of csrc/stack_bypass.h and holds its link until stdin closes.
+# Attaches the tcx program of csrc/tunnel_bpf.h and holds its link until stdin closes.
 HOLD_BYPASS = """
 import sys
 from dataplane._engine import stack_bypass

@@ -245,7 +245,7 @@ def test_no_listener_but_the_control_socket(site, tmp_path, measured):
         listeners = [f[7] for f in found["unix"] if int(f[3], 16) & UNIX_LISTENING]
         assert listeners == [d.socket]
         # The tunnel claim (netlink.TunnelClaim): bound, its filter dropping everything; and
-        # it sees nothing, for the tcx program (csrc/stack_bypass.h) keeps the tunnel packets
+        # it sees nothing, for the tcx program (csrc/tunnel_bpf.h) keeps the tunnel packets
         # vtepd took out of the IP stack.
         (udp,) = found["udp"] + found["udp6"]
         udp_queued, udp_dropped = int(udp[4].split(":")[1], 16), int(udp[-1])
@@ -320,7 +320,7 @@ def test_only_net_admin_and_net_raw_in_every_thread(site, tmp_path, measured):
         d.ctl("fdb-add", {"segment": "plain", "mac": "02:00:00:00:bb:01", "port": "h1"})
         assert "02:00:00:00:bb:01" in {e["mac"] for e in d.ctl("show-fdb")}
         threads = assert_only_kept_capabilities(d.proc.pid)
-        assert v.tcx_programs(V, "ul0") == 1  # one for both workers (csrc/stack_bypass.h)
+        assert v.tcx_programs(V, "ul0") == 1  # one for both workers (csrc/tunnel_bpf.h)
         scrape.close()
         assert d.stop() == 0
         assert v.links(V) == before and not os.path.exists(d.socket)  # the TAP and the socket are gone

@@ -192,7 +192,7 @@ def run(ns, *argv, timeout=30, check=False):
                           check=check)
 
 
-# BPF_PROG_QUERY of a link's tcx ingress programs (csrc/stack_bypass.h), in
+# BPF_PROG_QUERY of a link's tcx ingress programs (csrc/tunnel_bpf.h), in
 # the namespace it runs in: union bpf_attr's query is target ifindex,
 # attach type (BPF_TCX_INGRESS, 46), query and attach flags, then the
 # buffer for program IDs and its count.
