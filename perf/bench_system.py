@@ -54,6 +54,9 @@ def parse(argv):
     p.add_argument("--confirm", type=int, default=None, help="trials at the answer, median taken (default 3)")
     p.add_argument("--resolution", type=float, default=0.01, help="relative resolution of the rate search")
     p.add_argument("--min-step", type=float, default=5000, help="frames/s: the search stops at this gap too")
+    p.add_argument("--rounds", type=int, default=None,
+                   help=f"times the target points are measured in all, the systems in turn (default {plan.ROUNDS}, "
+                        "--quick 1)")
     p.add_argument("--budget", type=int, default=8,
                    help="trials a zero-loss search may spend before it stops bisecting (half for 0.5%%)")
     p.add_argument("--no-cpu", action="store_true")
@@ -77,6 +80,7 @@ def parse(argv):
     a = p.parse_args(argv)
     a.trial = a.trial or 1.0
     a.confirm = a.confirm or (2 if a.quick else 3)
+    a.rounds = a.rounds or (1 if a.quick else plan.ROUNDS)
     a.tcp_seconds = a.tcp_seconds or (3 if a.quick else 10)
     return a
 
@@ -107,7 +111,7 @@ class Runner:
             "version": 1, "complete": False, "started": machine.now(), "command": shlex.join(sys.argv),
             "machine": machine.describe(ROOT), "options": {
                 "quick": args.quick, "trial": args.trial, "confirm": args.confirm, "resolution": args.resolution,
-                "min_step": args.min_step, "gen_cpus": args.gen_cpus, "dut_cpus": args.dut_cpus, "rps": args.rps,
+                "min_step": args.min_step, "rounds": args.rounds, "gen_cpus": args.gen_cpus, "dut_cpus": args.dut_cpus, "rps": args.rps,
                 "offloads_used": how, "host_offloads": on, "tcp_seconds": args.tcp_seconds,
                 "tools": {"gen": args.gen, "sink": args.sink, "nullfwd": args.nullfwd}},
             "points": [], "cpu": [], "latency": [], "tcp": [], "systems": {}, "failures": [], "notes": [],
@@ -153,7 +157,7 @@ class Runner:
         except BaseException:
             s.close()
             raise
-        self.data["systems"][setup.label()] = s.describe()
+        self.data["systems"].setdefault(setup.label(), s.describe())   # the first start's, with its checks
         return s
 
     def fdb_macs(self, setup, direction):
@@ -217,11 +221,12 @@ class Runner:
         blocks = [("underlay", c["underlay"])] + [(f"port {n}", b) for n, b in c["ports"].items()]
         return {f"{where}/{reason}": n for where, b in blocks for reason, n in b["drops"].items() if n}
 
-    def throughput(self, points):
+    def throughput(self, points, round_no=0):
         for n, (setup, group) in enumerate(plan.by_setup(points)):
-            log(f"[{self.elapsed()}] {setup.label()}: {len(group)} points")
+            during = f"round {round_no + 1}/{self.a.rounds}, " if round_no else ""
+            log(f"[{self.elapsed()}] {during}{setup.label()}: {len(group)} points")
             try:
-                s = self.make(setup, f"s{n}")
+                s = self.make(setup, f"r{round_no}s{n}" if round_no else f"s{n}")
             except Exception as e:  # noqa: BLE001 - recorded; the other systems go on
                 self.fail(f"{setup.label()}: start", e)
                 for p in group:
@@ -368,6 +373,8 @@ class Runner:
         log(f"{len(points)} throughput points; namespaces {self.lab.prefix}*; JSON {a.json}")
         self.data["plan"] = [p.as_dict() for p in points]
         self.throughput(points)
+        for r in range(1, a.rounds):
+            self.throughput(plan.target_points(names, directions, r), r)
         self.cpu_and_latency(names, directions)
         if not a.no_tcp:
             self.tcp(names)

@@ -2,6 +2,7 @@
 the table on stdout, perf/RESULTS.md and the PNG plots.  No figure is ever
 typed by hand: `perf/bench_system.py report` regenerates all three."""
 import os
+import statistics
 
 from .frames import SIZES, mean_size
 from .search import ratio
@@ -24,11 +25,25 @@ def _is(point, system, **setup):
     return all(point[k] == v for k, v in want.items())
 
 
-def find_point(data, system, direction, size, flows=BASE_FLOWS, **setup):
+def main_points(data):
+    """The points of the main plan: the tables and plots show these."""
+    return [p for p in data.get("points", []) if not p.get("round")]
+
+
+def find_point(data, system, direction, size, flows=BASE_FLOWS, round_no=0, **setup):
     for p in data.get("points", []):
-        if _is(p, system, **setup) and p["direction"] == direction and p["size"] == size and p["flows"] == flows:
+        if (_is(p, system, **setup) and p["direction"] == direction and p["size"] == size and p["flows"] == flows
+                and p.get("round", 0) == round_no):
             return p
     return None
+
+
+def rounds(data):
+    return sorted({p.get("round", 0) for p in data.get("points", [])})
+
+
+def capped(point):
+    return bool(point) and (point.get("zero_loss") or {}).get("bound") == "generator"
 
 
 def zero_loss(point):
@@ -76,7 +91,7 @@ def rows(data):
     0.5 %-loss rates, and for vtepd its ratios to the references at the same
     direction, size and flows (the null forwarder with as many workers)."""
     out = []
-    for p in data.get("points", []):
+    for p in main_points(data):
         z = zero_loss(p)
         row = {"setup": setup_label(p), "system": p["system"], "direction": p["direction"], "size": p["size"],
                "flows": p["flows"], "kpps": None if z is None else z / 1e3, "mbits": mbits(z, p["size"]),
@@ -138,27 +153,20 @@ def targets(data):
         out.append({"target": name, "ratio": value, "op": op, "bound": bound, "met": met, "note": note})
 
     for d in ("encap", "decap"):
-        v = find_point(data, "vtepd", d, 64)
         for ref, bound in (("nullfwd", 0.95), ("kernel", 1.0), ("ovs", 2.0)):
-            r = find_point(data, ref, d, 64)
-            note = []
-            if v and (v.get("zero_loss") or {}).get("bound") == "generator":
-                note.append("vtepd reached the generator's ceiling: its figure is a lower bound")
-            if r and (r.get("zero_loss") or {}).get("bound") == "generator":
-                note.append(f"{LABELS[ref]} reached the generator's ceiling: its figure is a lower bound")
-            note = "; ".join(note)
-            add(f"64-byte zero-loss throughput, {d}: vtepd / {LABELS[ref]}", ratio(zero_loss(v), zero_loss(r)),
-                ">=", bound, note)
+            value, note = round_ratio(data, lambda r: find_point(data, "vtepd", d, 64, round_no=r),
+                                      lambda r: find_point(data, ref, d, 64, round_no=r), LABELS[ref])
+            add(f"64-byte zero-loss throughput, {d}: vtepd / {LABELS[ref]}", value, ">=", bound, note)
     for d in ("encap", "decap"):
         v, n = cpu_entry(data, "vtepd", d), cpu_entry(data, "nullfwd", d)
         value = ratio(v and v["process_ns_per_packet"], n and n["process_ns_per_packet"])
         load = f"at {v['load'] / 1e3:.0f} kpps offered" if v else ""
         add(f"CPU per packet (user+system), {d}: vtepd / null forwarder {load}", value, "<=", 1.1)
     for d in ("encap", "decap"):
-        big = find_point(data, "vtepd", d, 64, 65536, fdb=1_000_000)
-        small = find_point(data, "vtepd", d, 64, 65536)
-        add(f"FDB 1,000,000 / FDB 100, vtepd 64 bytes {d} (65,536 flows)", ratio(zero_loss(big), zero_loss(small)),
-            ">=", 0.9)
+        value, note = round_ratio(data, lambda r: find_point(data, "vtepd", d, 64, 65536, round_no=r, fdb=1_000_000),
+                                  lambda r: find_point(data, "vtepd", d, 64, 65536, round_no=r), "FDB 100",
+                                  subject="FDB 1,000,000")
+        add(f"FDB 1,000,000 / FDB 100, vtepd 64 bytes {d} (65,536 flows)", value, ">=", 0.9, note)
     for streams in (1, 4):
         add(f"TCP iperf3 {streams} stream{'s' if streams > 1 else ''}: vtepd / kernel VXLAN",
             ratio(tcp_entry(data, "vtepd", streams, "on" if data["options"].get("host_offloads") else "off"),
@@ -173,6 +181,31 @@ def targets(data):
                     "op": "shown", "bound": None, "met": None,
                     "note": "both workers share the DUT CPU(s) given by --dut-cpus"})
     return out
+
+
+def round_ratio(data, subject_at, reference_at, reference, subject="vtepd"):
+    """The median over the rounds of subject / reference zero-loss
+    throughput, each ratio within one round, and a note that says what it
+    is made of (the rounds' ratios, and where the generator capped a side,
+    which makes that side's figure a lower bound)."""
+    per_round, capped_subject, capped_reference = [], 0, 0
+    for r in rounds(data):
+        s, ref = subject_at(r), reference_at(r)
+        value = ratio(zero_loss(s), zero_loss(ref))
+        if value is None:
+            continue
+        per_round.append(value)
+        capped_subject += capped(s)
+        capped_reference += capped(ref)
+    if not per_round:
+        return None, ""
+    n = len(per_round)
+    note = [f"median of {n} rounds: " + ", ".join(_x(v) for v in per_round)] if n > 1 else []
+    for who, k in ((subject, capped_subject), (reference, capped_reference)):
+        if k:
+            at = "" if n == 1 else (" in every round" if k == n else f" in {k} of {n} rounds")
+            note.append(f"{who} reached the generator's ceiling{at}: a lower bound there")
+    return statistics.median(per_round), "; ".join(note)
 
 
 def targets_text(data):
@@ -197,7 +230,7 @@ def _md_table(head, body):
 
 def _point_rows(data, predicate):
     body = []
-    for r, p in zip(rows(data), data.get("points", [])):
+    for r, p in zip(rows(data), main_points(data)):
         if not predicate(p):
             continue
         if r["error"]:
@@ -209,6 +242,35 @@ def _point_rows(data, predicate):
                      _fmt(r["kpps_05"]), _fmt(r["ceiling_kpps"]), _x(r["vs_null"]), _x(r["vs_kernel"]),
                      _x(r["vs_ovs"])])
     return body
+
+
+def rounds_md(data):
+    """The target points round by round: one row per setup, direction and
+    flows; a column per round and their median."""
+    numbers = rounds(data)
+    if len(numbers) < 2:
+        return []
+    repeated = {(p["system"], p["workers"], p["fdb"], p["pvlan"], p["direction"], p["flows"])
+                for p in data["points"] if p.get("round")}
+    body = []
+    for p in main_points(data):
+        key = (p["system"], p["workers"], p["fdb"], p["pvlan"], p["direction"], p["flows"])
+        if key not in repeated or p["size"] != 64:
+            continue
+        repeated.discard(key)
+        setup = {k: p[k] for k in ("workers", "fdb", "pvlan")}
+        each = [find_point(data, p["system"], p["direction"], 64, p["flows"], round_no=r, **setup) for r in numbers]
+        figures = [zero_loss(q) for q in each]
+        body.append([setup_label(p), p["direction"], f"{p['flows']:,}"]
+                    + [_fmt(z and z / 1e3) + (" *" if capped(q) else "") for z, q in zip(figures, each)]
+                    + [_fmt(statistics.median(z for z in figures if z is not None) / 1e3
+                            if any(z is not None for z in figures) else None)])
+    head = ("system", "direction", "flows") + tuple(f"round {r + 1} kpps" for r in numbers) + ("median kpps",)
+    return ["## Target points, round by round (64 bytes)", "",
+            "The 64-byte points the throughput targets compare, measured again after the main plan, the systems "
+            "in turn (backwards every other round); a target's figure is the median of its ratios within each "
+            "round. Round 1 is the main plan's figure.", "", _md_table(head, body), "",
+            "`*` the generator's ceiling: nothing was lost at the highest rate it could offer.", ""]
 
 
 POINT_HEAD = ("system", "direction", "size (bytes)", "flows", "zero-loss kpps", "Mbit/s", "0.5%-loss kpps",
@@ -244,7 +306,10 @@ def results_md(data, plots_rel="plots"):
             "offered rate. Also the highest rate with at most 0.5% loss. Loss = frames the generator sent − the "
             "sink veth's rx_packets growth, read 0.2 s after the trial. \"Generator max\" is the flat-out rate "
             "with that device in place: the generator shares CPU 0 with the device's receive work, so it differs "
-            "by device. `*`: the device lost nothing there, so its true figure is higher.",
+            "by device. `*`: the device lost nothing there, so its true figure is higher."
+            + (f" The 64-byte points the targets compare are measured in {len(rounds(data))} rounds, and each "
+               "target is the median of its ratios within a round (the machine's speed drifts over a run)."
+               if len(rounds(data)) > 1 else ""),
             "- Frame sizes are inner Ethernet frames with FCS (a 64-byte frame is 60 bytes on a veth); tunnel "
             "packets are 50 bytes longer. IMIX = 7:4:1 of 64, 594 and 1518-byte inner frames (mean 361.8). "
             "Mbit/s counts inner frames.",
@@ -264,6 +329,7 @@ def results_md(data, plots_rel="plots"):
         ("PVLAN (vtepd, 64 bytes; community port, remote MACs promiscuous)", lambda p: "pvlan" in p["dimensions"]),
         ("Workers (64 bytes)", lambda p: "workers" in p["dimensions"]),
     )
+    out += rounds_md(data)
     for title, pred in sections:
         body = _point_rows(data, pred)
         if body:

@@ -256,3 +256,25 @@ def test_a_trial_says_where_frames_were_lost():
     assert result["lost_where"] == {"before": 10, "in": 30, "after": 5}
     assert "lost_where" not in trials.trial(trials.Tools(gen="gen", sink="sink"),
                                             trials.Path(gen, "a0", sink, "u0", "x.pcap"), 1000, 1.0, drain=0)
+
+
+def test_target_rounds_alternate_the_order_and_the_targets_take_the_median():
+    first, second = plan.target_points(plan.SYSTEMS, plan.DIRECTIONS, 1), plan.target_points(plan.SYSTEMS, plan.DIRECTIONS, 2)
+    order = lambda points: [s for s, _ in plan.by_setup(points)]  # noqa: E731
+    assert order(first) == order(second)[::-1]
+    assert order(second) == [plan.Setup("nullfwd"), plan.Setup("vtepd"), plan.Setup("vtepd", fdb=plan.BIG_FDB),
+                             plan.Setup("kernel")]
+    assert {p.round for p in first} == {1} and all(p.size == 64 for p in first)
+
+    data = results()
+    for r, (vtepd, null) in enumerate(((520, 500), (450, 500)), start=1):   # a noisy round each way
+        for d in ("encap", "decap"):
+            data["points"] += [dict(point("vtepd", d, vtepd, bound="generator"), round=r),
+                               dict(point("nullfwd", d, null), round=r)]
+    [t] = [t for t in report.targets(data) if t["target"].startswith("64-byte zero-loss throughput, encap: vtepd / null")]
+    assert t["ratio"] == pytest.approx(500 / 510)                    # the median of 500/510, 520/500 and 450/500
+    assert "median of 3 rounds" in t["note"] and "in 2 of 3 rounds" in t["note"]
+    # The main tables keep the main plan's figures; the rounds have a table of their own.
+    assert [r["kpps"] for r in report.rows(data) if r["system"] == "vtepd" and r["flows"] == 256] == [500, 500]
+    md = report.results_md(data)
+    assert "## Target points, round by round" in md and "| 520.0 * | 450.0 * | 500.0 |" in md
