@@ -11,7 +11,7 @@ CORE_SRC := $(wildcard csrc/*.c)
 CORE_DEP := $(CORE_SRC) $(wildcard csrc/*.h csrc/*.def)
 STAMP := $(VENV)/.vtep-installed
 
-.PHONY: build test test-c test-asan asan-build fuzz fuzz-smoke bench bench-system demo demo-memory lint clean system-deps soak
+.PHONY: build test test-c test-asan asan-build fuzz fuzz-smoke bench bench-scaling bench-system demo demo-memory lint clean system-deps soak
 
 build: $(STAMP)
 
@@ -164,10 +164,16 @@ test: build test-c fuzz-smoke build/micro $(PERF_TOOLS)
 
 build/micro: perf/micro.c $(CORE_DEP)
 	@mkdir -p build
-	$(CC) $(CFLAGS) -Icsrc -o $@ perf/micro.c $(CORE_SRC)
+	$(CC) $(CFLAGS) -Icsrc -pthread -o $@ perf/micro.c $(CORE_SRC)
 
 bench: build build/micro
 	$(PY) perf/report.py --c-driver build/micro --json build/bench.json
+
+# Workers scaling where nothing else limits them: the tx and rx pipelines on
+# 1, then 2 threads (one per CPU) over one engine, in memory.
+bench-scaling: build/micro
+	./build/micro --scenarios tx-scaling,rx-scaling --fdb 100,1000000 --batch 256 --min-time 0.5 \
+		--json build/bench-scaling.json
 
 # The system benchmark (perf/README.md): vtepd beside a null forwarder, the
 # kernel's bridge+VXLAN and OVS's userspace datapath, in namespaces (root).

@@ -15,14 +15,24 @@
  * Memory is laid out as a worker would have it (frames in one receive pool,
  * one output array reused by every burst); --layout engine lays each burst
  * out as dataplane._engine.Burst does instead, to check that a gap between
- * this driver and the engine is not that layout. */
+ * this driver and the engine is not that layout.
+ *
+ * The scaling scenarios (tx-scaling, rx-scaling) run the tx or rx pipeline
+ * on 1 and on --threads threads at once, by turns, each pinned to its own CPU
+ * with its own worker and its own copy of the pool, over one engine, as
+ * vtepd's workers are: frames per second of all threads together show
+ * whether workers scale where no generator or socket limits them. */
+#define _GNU_SOURCE   /* pthread_setaffinity_np */
 #include <errno.h>
 #include <getopt.h>
+#include <pthread.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 #include "vtep.h"
 
 enum {
@@ -47,6 +57,7 @@ static double opt_min_time = 0.2;  /* seconds per repetition */
 static int opt_reps = 5;
 static int opt_engine_layout;      /* --layout engine: memory as dataplane._engine.Burst lays it out */
 static uint32_t opt_pool;          /* 0: pool_size() */
+static int opt_threads = 2;        /* the scaling scenarios: 1 thread, then this many */
 
 static void die(const char *fmt, ...)
 {
@@ -214,6 +225,7 @@ struct pipe {                /* a tx or rx run */
     vtep_worker_t *w;
     int seg;
     uint32_t port;           /* tx: the ingress port */
+    uint16_t rx_ports[N_RX_PORTS];
     uint32_t fdb, pool, batch;
     uint8_t *frames;         /* pool frames, "stride" bytes apart */
     uint32_t stride;
@@ -280,9 +292,13 @@ static void pipe_free(struct pipe *p)
     free(p->frames), free(p->pkts), free(p->expect), free(p->verdicts);
 }
 
+static void tx_frames(struct pipe *p, uint64_t seed);
+static void rx_frames(struct pipe *p, uint64_t seed);
+
 /* tx: one community port; FDB = its host (learned, seen NOW) + fdb-1 static
  * remote MACs of role promiscuous spread over the remote VTEPs; each frame
  * goes from that host to a remote MAC drawn uniformly. */
+
 static void tx_setup(struct pipe *p)
 {
     double t0 = now_ns();
@@ -299,9 +315,18 @@ static void tx_setup(struct pipe *p)
     p->build_s = (now_ns() - t0) / 1e9;
     if (vtep_fdb_count(p->e, (uint32_t)p->seg) != (int)p->fdb)
         die("tx FDB holds %d entries, not %u", vtep_fdb_count(p->e, (uint32_t)p->seg), p->fdb);
+    tx_frames(p, 0);
+    if (!(p->w = vtep_worker_new(p->e)))
+        die("vtep_worker_new");
+}
 
+/* The tx pool: frames from the port's host to remote MACs drawn with seed
+ * "seed" (another seed: other flows over the same FDB). */
+static void tx_frames(struct pipe *p, uint64_t seed)
+{
+    uint32_t n_dst = p->fdb - 1;
     pipe_alloc(p, FRAME_LEN);
-    uint64_t rng = 0x7478000000000000ull ^ p->fdb;
+    uint64_t rng = 0x7478000000000000ull ^ p->fdb ^ seed << 32;
     uint8_t src[6], dst[6];
     make_mac(src, MAC_TX_SENDER, 0);
     for (uint32_t k = 0; k < p->pool; k++) {
@@ -311,8 +336,6 @@ static void tx_setup(struct pipe *p)
         p->pkts[k].len = FRAME_LEN;
         p->expect[k] = (uint16_t)(i % N_REMOTES);
     }
-    if (!(p->w = vtep_worker_new(p->e)))
-        die("vtep_worker_new");
 }
 
 /* rx: 8 local ports, community 0 and promiscuous by turns; FDB = one host
@@ -323,7 +346,7 @@ static void rx_setup(struct pipe *p)
 {
     double t0 = now_ns();
     p->e = engine_new(p->fdb, &p->seg);
-    uint16_t ports[N_RX_PORTS];
+    uint16_t *ports = p->rx_ports;
     for (int q = 0; q < N_RX_PORTS; q++) {
         int id = vtep_port_add(p->e, (uint32_t)p->seg, q % 2 ? VTEP_CLASS_PROMISCUOUS : VTEP_CLASS_COMMUNITY);
         if (id < 0)
@@ -338,8 +361,16 @@ static void rx_setup(struct pipe *p)
     p->build_s = (now_ns() - t0) / 1e9;
     if (vtep_fdb_count(p->e, (uint32_t)p->seg) != (int)p->fdb)
         die("rx FDB holds %d entries, not %u", vtep_fdb_count(p->e, (uint32_t)p->seg), p->fdb);
+    rx_frames(p, 0);
+    if (!(p->w = vtep_worker_new(p->e)))
+        die("vtep_worker_new");
+}
 
-    /* Each remote's own tunnel towards us builds the underlay packets. */
+/* The rx pool: packets from the remote hosts to local MACs drawn with seed
+ * "seed".  Each remote's own tunnel towards us builds them. */
+static void rx_frames(struct pipe *p, uint64_t seed)
+{
+    uint32_t n_dst = p->fdb - N_REMOTES;
     vtep_tunnel_t tun[N_REMOTES];
     for (int r = 0; r < N_REMOTES; r++) {
         vtep_tunnel_params_t tp = {
@@ -354,7 +385,7 @@ static void rx_setup(struct pipe *p)
             die("vtep_tunnel_init");
     }
     pipe_alloc(p, OUTER_LEN);
-    uint64_t rng = 0x7278000000000000ull ^ p->fdb;
+    uint64_t rng = 0x7278000000000000ull ^ p->fdb ^ seed << 32;
     uint8_t src[6], dst[6], inner[FRAME_LEN];
     for (uint32_t k = 0; k < p->pool; k++) {
         uint32_t i = (uint32_t)(rng_next(&rng) % n_dst);
@@ -367,10 +398,8 @@ static void rx_setup(struct pipe *p)
         if (len != OUTER_LEN)
             die("vtep_encap: %d", len);
         p->pkts[k].len = OUTER_LEN;
-        p->expect[k] = ports[i % N_RX_PORTS];
+        p->expect[k] = p->rx_ports[i % N_RX_PORTS];
     }
-    if (!(p->w = vtep_worker_new(p->e)))
-        die("vtep_worker_new");
 }
 
 /* Run burst number "b"; every frame must give exactly one output and
@@ -553,6 +582,131 @@ static void emit(const char *scenario, uint32_t batch, uint32_t fdb, uint32_t po
     fputs("]}", out);
 }
 
+/* ---- Scaling: several workers over one engine ---- */
+
+struct lane {                /* one thread: its own worker and copy of the pool */
+    struct pipe p;
+    int tx, cpu;
+    pthread_barrier_t *start;
+    uint64_t frames;         /* run in the last repetition */
+    double wall_ns, cpu_ns;
+};
+
+/* Lane "cpu" has frames of its own, drawn with another seed: other flows
+ * over the same FDB, as another worker would see.  (The same frames, even
+ * out of step, would find the FDB lines in the shared cache for each other.) */
+static void lane_init(struct lane *l, const struct pipe *base, int tx, int cpu)
+{
+    l->p = *base;
+    l->p.frames_run = 0;
+    (tx ? tx_frames : rx_frames)(&l->p, (uint64_t)cpu + 1);
+    if (!(l->p.w = vtep_worker_new(base->e)))
+        die("vtep_worker_new");
+    pipe_set_batch(&l->p, base->batch);
+    l->tx = tx, l->cpu = cpu;
+    validate(&l->p, tx);
+}
+
+static void lane_free(struct lane *l)
+{
+    pipe_free_batch(&l->p);
+    vtep_worker_free(l->p.w);
+    free(l->p.frames), free(l->p.pkts), free(l->p.expect), free(l->p.verdicts);
+}
+
+static void *lane_main(void *arg)
+{
+    struct lane *l = arg;
+    cpu_set_t cpus;
+    CPU_ZERO(&cpus);
+    CPU_SET(l->cpu, &cpus);
+    if (pthread_setaffinity_np(pthread_self(), sizeof cpus, &cpus))
+        die("cannot pin a thread to CPU %d", l->cpu);
+    pass(&l->p, l->tx);  /* warm: caches and page faults, on this CPU */
+    pthread_barrier_wait(l->start);
+    uint64_t before = l->p.frames_run;
+    double t0 = now_ns(), cpu0 = clock_ns(CLOCK_THREAD_CPUTIME_ID);
+    do
+        pass(&l->p, l->tx);
+    while (now_ns() - t0 < opt_min_time * 1e9);
+    l->wall_ns = now_ns() - t0;
+    l->cpu_ns = clock_ns(CLOCK_THREAD_CPUTIME_ID) - cpu0;
+    l->frames = l->p.frames_run - before;
+    return NULL;
+}
+
+/* "n" lanes started together: frames per microsecond of all of them over the
+ * longest one's wall time; "cpu_share" lowered to the least CPU one had. */
+static double run_lanes(struct lane *lanes, int n, double *cpu_share)
+{
+    pthread_barrier_t start;
+    pthread_t threads[64];
+    pthread_barrier_init(&start, NULL, (unsigned)n);
+    for (int t = 0; t < n; t++) {
+        lanes[t].start = &start;
+        if (pthread_create(&threads[t], NULL, lane_main, &lanes[t]))
+            die("pthread_create");
+    }
+    uint64_t frames = 0;
+    double wall = 0;
+    for (int t = 0; t < n; t++) {
+        pthread_join(threads[t], NULL);
+        frames += lanes[t].frames;
+        wall = lanes[t].wall_ns > wall ? lanes[t].wall_ns : wall;
+        if (lanes[t].cpu_ns / lanes[t].wall_ns < *cpu_share)
+            *cpu_share = lanes[t].cpu_ns / lanes[t].wall_ns;
+    }
+    pthread_barrier_destroy(&start);
+    return frames / wall * 1e3;
+}
+
+static double median(const double *v, int n)
+{
+    double sorted[MAX_REPS];
+    memcpy(sorted, v, (size_t)n * sizeof *v);
+    qsort(sorted, (size_t)n, sizeof *sorted, cmp_double);
+    return n % 2 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2;
+}
+
+/* One thread, then opt_threads, by turns, opt_reps times each, over the
+ * engine of "base": the machine's speed drifts, so the ratio is taken within
+ * each pair and the median of those is the figure.  The counters must
+ * account for every frame. */
+static void scaling(struct pipe *base, int tx)
+{
+    const char *scenario = tx ? "tx-scaling" : "rx-scaling";
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    if (opt_threads > cpus)
+        die("--threads %d: this machine has %ld CPUs", opt_threads, cpus);
+    struct lane lanes[64];
+    for (int t = 0; t < opt_threads; t++)
+        lane_init(&lanes[t], base, tx, t);
+    double one[MAX_REPS], all[MAX_REPS], ratio[MAX_REPS], cpu_share = 1.0;
+    for (int i = 0; i < opt_reps; i++) {
+        one[i] = run_lanes(lanes, 1, &cpu_share);
+        all[i] = run_lanes(lanes, opt_threads, &cpu_share);
+        ratio[i] = all[i] / one[i];
+    }
+    double m1 = median(one, opt_reps), m2 = median(all, opt_reps), r = median(ratio, opt_reps);
+    fprintf(stderr, "  C      %-10s batch %4u  fdb %8u  1 thread %7.2f Mpps  %d threads %7.2f Mpps  ratio %5.2fx"
+            "  cpu %3.0f%%\n", scenario, base->batch, base->fdb, m1, opt_threads, m2, r, 100 * cpu_share);
+    fprintf(out, "%s\n    {\"scenario\": \"%s\", \"batch\": %u, \"fdb\": %u, \"pool\": %u, \"threads\": %d, "
+            "\"one_thread_mpps\": %.3f, \"threads_mpps\": %.3f, \"ratio\": %.3f, \"cpu_share\": %.3f, "
+            "\"reps\": [", n_results++ ? "," : "", scenario, base->batch, base->fdb, base->pool, opt_threads,
+            m1, m2, r, cpu_share);
+    for (int i = 0; i < opt_reps; i++)
+        fprintf(out, "%s[%.3f, %.3f]", i ? ", " : "", one[i], all[i]);
+    fputs("]}", out);
+
+    struct pipe total = *base;   /* the workers' counters go with them: read them first */
+    for (int t = 0; t < opt_threads; t++)
+        total.frames_run += lanes[t].p.frames_run;
+    check_counters(&total, tx);
+    base->frames_run = total.frames_run;
+    for (int t = 0; t < opt_threads; t++)
+        lane_free(&lanes[t]);
+}
+
 /* Whether comma-separated "list" names "name". */
 static int wants(const char *list, const char *name)
 {
@@ -578,9 +732,9 @@ static int parse_list(const char *s, uint32_t *v, int max)
 
 static void usage(void)
 {
-    fputs("usage: micro [--scenarios encap,decap,tx,rx] [--fdb 100,10000,1000000] [--batch 32,256]\n"
-          "             [--reps N] [--min-time SECONDS] [--pool FRAMES] [--layout worker|engine]\n"
-          "             [--json FILE]\n", stderr);
+    fputs("usage: micro [--scenarios encap,decap,tx,rx,tx-scaling,rx-scaling] [--fdb 100,10000,1000000]\n"
+          "             [--batch 32,256] [--reps N] [--min-time SECONDS] [--pool FRAMES]\n"
+          "             [--layout worker|engine] [--threads N] [--json FILE]\n", stderr);
     exit(2);
 }
 
@@ -589,6 +743,7 @@ int main(int argc, char **argv)
     static const struct option longopts[] = {
         {"scenarios", 1, 0, 's'}, {"fdb", 1, 0, 'f'}, {"batch", 1, 0, 'b'}, {"reps", 1, 0, 'r'},
         {"min-time", 1, 0, 't'}, {"pool", 1, 0, 'p'}, {"layout", 1, 0, 'l'}, {"json", 1, 0, 'j'},
+        {"threads", 1, 0, 'n'},
         {"help", 0, 0, 'h'}, {0, 0, 0, 0},
     };
     const char *scenarios = "encap,decap,tx,rx", *json = NULL;
@@ -608,10 +763,12 @@ int main(int argc, char **argv)
             opt_engine_layout = !strcmp(optarg, "engine");
             break;
         case 'j': json = optarg; break;
+        case 'n': opt_threads = atoi(optarg); break;
         default: usage();
         }
     }
-    if (optind != argc || opt_reps < 1 || opt_reps > MAX_REPS || opt_min_time <= 0)
+    if (optind != argc || opt_reps < 1 || opt_reps > MAX_REPS || opt_min_time <= 0 || opt_threads < 2
+        || opt_threads > 64)
         usage();
     for (int i = 0; i < n_fdb; i++)
         if (fdbs[i] < 2 * N_REMOTES)
@@ -637,16 +794,21 @@ int main(int argc, char **argv)
     }
     for (int i = 0; i < n_fdb; i++) {
         for (int tx = 1; tx >= 0; tx--) {
-            if (!wants(scenarios, tx ? "tx" : "rx"))
+            int plain = wants(scenarios, tx ? "tx" : "rx"), scaled = wants(scenarios, tx ? "tx-scaling" : "rx-scaling");
+            if (!plain && !scaled)
                 continue;
             struct pipe p = {.fdb = fdbs[i], .pool = pool_size(fdbs[i])};
             (tx ? tx_setup : rx_setup)(&p);
             for (int j = 0; j < n_batch; j++) {
                 pipe_set_batch(&p, batches[j]);
                 validate(&p, tx);
-                measure(tx ? tx_pass : rx_pass, &p, p.pool, &r);
-                check_counters(&p, tx);
-                emit(tx ? "tx" : "rx", p.batch, p.fdb, p.pool, p.build_s, &r);
+                if (plain) {
+                    measure(tx ? tx_pass : rx_pass, &p, p.pool, &r);
+                    check_counters(&p, tx);
+                    emit(tx ? "tx" : "rx", p.batch, p.fdb, p.pool, p.build_s, &r);
+                }
+                if (scaled)
+                    scaling(&p, tx);
                 pipe_free_batch(&p);
             }
             pipe_free(&p);

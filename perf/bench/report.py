@@ -179,7 +179,8 @@ def targets(data):
                     "ratio": None, "shown": [ratio(zero_loss(v2), zero_loss(v1)), ratio(zero_loss(n2), zero_loss(n1)),
                                              ratio(zero_loss(v2), zero_loss(n2))],
                     "op": "shown", "bound": None, "met": None,
-                    "note": "both workers share the DUT CPU(s) given by --dut-cpus"})
+                    "note": "both workers share the DUT CPU(s) given by --dut-cpus; "
+                            "without a generator limit: make bench-scaling (perf/README.md)"})
     return out
 
 
