@@ -19,7 +19,7 @@
  *
  * The scaling scenarios (tx-scaling, rx-scaling) run the tx or rx pipeline
  * on 1 and on --threads threads at once, by turns, each pinned to its own CPU
- * with its own worker and its own copy of the pool, over one engine, as
+ * with its own worker and its own pool of frames, over one engine, as
  * vtepd's workers are: frames per second of all threads together show
  * whether workers scale where no generator or socket limits them. */
 #define _GNU_SOURCE   /* pthread_setaffinity_np */
@@ -298,7 +298,6 @@ static void rx_frames(struct pipe *p, uint64_t seed);
 /* tx: one community port; FDB = its host (learned, seen NOW) + fdb-1 static
  * remote MACs of role promiscuous spread over the remote VTEPs; each frame
  * goes from that host to a remote MAC drawn uniformly. */
-
 static void tx_setup(struct pipe *p)
 {
     double t0 = now_ns();
@@ -538,6 +537,14 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+static double median(const double *v, int n)
+{
+    double sorted[MAX_REPS];
+    memcpy(sorted, v, (size_t)n * sizeof *v);
+    qsort(sorted, (size_t)n, sizeof *sorted, cmp_double);
+    return n % 2 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2;
+}
+
 /* One warm-up pass (caches, branch predictors, page faults), one to size a
  * repetition at >= opt_min_time, then opt_reps timed repetitions.  The
  * figures are wall time (CLOCK_MONOTONIC); our CPU time is taken alongside
@@ -557,11 +564,10 @@ static void measure(void (*run)(void *), void *ctx, uint32_t frames, struct resu
         r->ns[i] = (now_ns() - t0) / ((double)r->passes * frames);
     }
     r->cpu_share = (clock_ns(CLOCK_THREAD_CPUTIME_ID) - cpu0) / (now_ns() - wall0);
-    double sorted[MAX_REPS];
-    memcpy(sorted, r->ns, sizeof sorted);
-    qsort(sorted, (size_t)opt_reps, sizeof *sorted, cmp_double);
-    r->min = sorted[0];
-    r->median = opt_reps % 2 ? sorted[opt_reps / 2] : (sorted[opt_reps / 2 - 1] + sorted[opt_reps / 2]) / 2;
+    r->min = r->ns[0];
+    for (int i = 1; i < opt_reps; i++)
+        r->min = r->ns[i] < r->min ? r->ns[i] : r->min;
+    r->median = median(r->ns, opt_reps);
 }
 
 static FILE *out;
@@ -584,7 +590,7 @@ static void emit(const char *scenario, uint32_t batch, uint32_t fdb, uint32_t po
 
 /* ---- Scaling: several workers over one engine ---- */
 
-struct lane {                /* one thread: its own worker and copy of the pool */
+struct lane {                /* one thread: its own worker and pool */
     struct pipe p;
     int tx, cpu;
     pthread_barrier_t *start;
@@ -658,14 +664,6 @@ static double run_lanes(struct lane *lanes, int n, double *cpu_share)
     }
     pthread_barrier_destroy(&start);
     return frames / wall * 1e3;
-}
-
-static double median(const double *v, int n)
-{
-    double sorted[MAX_REPS];
-    memcpy(sorted, v, (size_t)n * sizeof *v);
-    qsort(sorted, (size_t)n, sizeof *sorted, cmp_double);
-    return n % 2 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2;
 }
 
 /* One thread, then opt_threads, by turns, opt_reps times each, over the

@@ -258,7 +258,6 @@ def rounds_md(data):
         key = (p["system"], p["workers"], p["fdb"], p["pvlan"], p["direction"], p["flows"])
         if key not in repeated or p["size"] != 64:
             continue
-        repeated.discard(key)
         setup = {k: p[k] for k in ("workers", "fdb", "pvlan")}
         each = [find_point(data, p["system"], p["direction"], 64, p["flows"], round_no=r, **setup) for r in numbers]
         figures = [zero_loss(q) for q in each]
