@@ -347,13 +347,13 @@ class Runner:
             if name not in system_names:
                 continue
             log(f"[{self.elapsed()}] TCP and round trips: {name}")
-            self.data["tcp"].append(tcp.run(self.lab, name, self.a, log))
+            self.data["tcp"].append(tcp.run(self.lab, name, self.a, log, self.tools))
             self.save()
         if "kernel" in system_names and not self.a.host_offloads and not self.a.quick:
             # The kernel as it would run by itself, for reference: the hosts keep their offloads.
             self.a.host_offloads = True
             try:
-                self.data["tcp"].append(tcp.run(self.lab, "kernel", self.a, log))
+                self.data["tcp"].append(tcp.run(self.lab, "kernel", self.a, log, self.tools))
             finally:
                 self.a.host_offloads = False
             self.save()

@@ -273,6 +273,32 @@ def rounds_md(data):
             "`*` the generator's ceiling: nothing was lost at the highest rate it could offer.", ""]
 
 
+def _rtt(entry):
+    return "/".join(_fmt((entry or {}).get("rtt_us", {}).get(p)) for p in ("p50", "p90", "p99"))
+
+
+def loaded_md(data):
+    """Round trips under load, per system of the TCP topology."""
+    body = []
+    for t in data.get("tcp", []):
+        zero = (t.get("zero_loss") or {}).get("offered")
+        for r in t.get("loaded", []):
+            body.append([f"{LABELS.get(t['system'], t['system'])} (host offloads {t.get('offloads')})",
+                         _fmt(zero and zero / 1e3), f"{r['fraction'] * 100:.0f}%", _fmt(r["offered"] / 1e3),
+                         "-" if r.get("loss") is None else f"{r['loss'] * 100:.3f}%", _rtt(r["ping"]),
+                         _rtt(r["udp_rr"])])
+    if not body:
+        return []
+    return ["### Round trips under load", "",
+            "The zero-loss rate of 64-byte frames from H1 to H2 through both VTEPs (the same search as the "
+            "throughput points, vtep-gen on H1, counted on H2), then ping (200 at 5 ms) and UDP request/response "
+            "(2,000) while vtep-gen offers 10, 50 and 90% of it (offered: what it sent while the probes ran). The "
+            "probes share the hosts' CPU with vtep-gen, so their tails include waiting for it. Load lost: of the "
+            "frames sent while the probes ran.", "",
+            _md_table(("VTEPs", "zero-loss kpps", "load", "offered kpps", "load lost", "ping RTT p50/p90/p99 µs",
+                       "UDP RR RTT p50/p90/p99 µs"), body), ""]
+
+
 POINT_HEAD = ("system", "direction", "size (bytes)", "flows", "zero-loss kpps", "Mbit/s", "0.5%-loss kpps",
               "generator max kpps", "vtepd / null", "vtepd / kernel", "vtepd / OVS")
 
@@ -370,18 +396,18 @@ def results_md(data, plots_rel="plots"):
                 continue
             g = {r["streams"]: r for r in t.get("iperf3", [])}
             body.append([name] + [_fmt(g.get(s, {}).get("gbit_s"), ".2f") for s in (1, 4)]
-                        + ["/".join(_fmt(t.get(k, {}).get("rtt_us", {}).get(p)) for p in ("p50", "p90", "p99"))
-                           for k in ("ping", "udp_rr")])
+                        + [_rtt(t.get(k)) for k in ("ping", "udp_rr")])
         out += ["## TCP and round trips through the overlay", "",
                 "H1 ─ VTEP A ═ underlay veth ═ VTEP B ─ H2, vtepd on both ends or the kernel's VXLAN on both "
                 f"ends; iperf3 -t {o['tcp_seconds']}; ping (500 at 5 ms) and UDP request/response (5,000, one at a "
                 "time) round trips.", "",
                 _md_table(("VTEPs", "iperf3 1 stream Gbit/s", "iperf3 4 streams Gbit/s",
                            "ping RTT p50/p90/p99 µs", "UDP RR RTT p50/p90/p99 µs"), body), ""]
+        out += loaded_md(data)
     out += ["## Plots", ""]
     for name, what in (("throughput_kpps.png", "zero-loss throughput by frame size"),
                        ("throughput_mbits.png", "the same in Mbit/s of inner frames"),
-                       ("latency.png", "one-way latency percentiles"), ("rtt.png", "round-trip percentiles")):
+                       ("latency.png", "one-way latency percentiles"), ("rtt.png", "round-trip percentiles, idle and under load")):
         out.append(f"- {what}: ![{what}]({plots_rel}/{name})")
     out.append("")
     notes = data.get("notes", []) + [f"{k}: {n}" for k, s in data.get("systems", {}).items() for n in s["notes"]]
@@ -460,16 +486,19 @@ def plots(data, outdir):
         plt.close(fig)
         made.append("latency.png")
 
-    tcp = [t for t in data.get("tcp", []) if not t.get("error") and t.get("ping")]
-    if tcp:
-        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    # Each system idle, then under each load.
+    rtts = [(f"{t['system']}\n{label}", r) for t in data.get("tcp", []) if not t.get("error") and t.get("ping")
+            for label, r in [("idle", t)] + [(f"{x['fraction'] * 100:.0f}%", x) for x in t.get("loaded", [])]]
+    if rtts:
+        fig, axes = plt.subplots(1, 2, figsize=(12, 4))
         for ax, key in zip(axes, ("ping", "udp_rr")):
-            labels = [f"{t['system']}\noffl. {t.get('offloads')}" for t in tcp]
             for j, pct in enumerate(("p50", "p90", "p99")):
-                ax.bar([i + (j - 1) * 0.27 for i in range(len(tcp))], [t[key]["rtt_us"][pct] or 0 for t in tcp],
+                ax.bar([i + (j - 1) * 0.27 for i in range(len(rtts))], [r[key]["rtt_us"][pct] or 0 for _, r in rtts],
                        width=0.27, label=pct)
-            ax.set_xticks(range(len(tcp)), labels, fontsize=8)
-            ax.set_title(f"{'ping' if key == 'ping' else 'UDP request/response'} round trip, H1 to H2")
+            ax.set_xticks(range(len(rtts)), [label for label, _ in rtts], fontsize=7)
+            ax.set_yscale("log")
+            ax.set_title(f"{'ping' if key == 'ping' else 'UDP request/response'} round trip, H1 to H2, "
+                         "idle and under load", fontsize=9)
             ax.set_ylabel("µs")
             ax.grid(alpha=0.3, axis="y")
         axes[0].legend()

@@ -10,7 +10,16 @@ at a time, in Python, the same for both) from H1 to H2 for the round-trip
 percentiles.  The hosts' programs run on gen_cpus; the VTEPs on dut_cpus
 (vtepd with taskset; the kernel with RPS on p and ul of both VTEP
 namespaces); the hosts' own receive work is steered to gen_cpus by RPS on
-their eth0, the same for both systems."""
+their eth0, the same for both systems.
+
+Round trips under load: the zero-loss rate of 64-byte frames from H1 to H2
+through both VTEPs (vtep-gen on H1's eth0, counted on H2's; the same RFC 2544
+search as the throughput points), then ping and the UDP request/response
+again while vtep-gen offers 10, 50 and 90 % of it.  The load goes to H2's MAC
+and another host's IP address, so H2's kernel drops it without an answer.
+The probes share the hosts' CPU with vtep-gen at its normal priority: run
+SCHED_FIFO they kept it to a third of its rate (measured here), and nice
+-20 changed nothing; their tails include waiting for that CPU."""
 import json
 import os
 import re
@@ -23,12 +32,14 @@ import time
 
 from dataplane import control
 
+from . import frames, search, trials
 from .search import percentile
 from .systems import ROOT, VNI
 from .topology import cpu_mask, wait_for
 from .trials import wait_ready
 
 HOST_MTU = 1450
+LOADS = (0.1, 0.5, 0.9)     # of the zero-loss rate, for the round trips under load
 VA, VB = "198.18.1.1", "198.18.1.2"
 H1, H2 = "198.19.1.1", "198.19.1.2"
 UDP_PORT = 7000
@@ -190,6 +201,49 @@ role = "promiscuous"
             self.lab.stop(server)
         return _percentiles("udp request/response", [r / 1e3 for r in result["rtt_ns"]], result["lost"])
 
+    # -- round trips under load ------------------------------------------------------------------
+
+    def load_path(self):
+        """64-byte frames from H1 to H2's MAC, 256 flows, for another host's IP."""
+        pcap = os.path.join(self.dir, "load.pcap")
+        h1_mac, h2_mac = self.h1.mac("eth0"), self.h2.mac("eth0")
+        frames.write_pcap(pcap, [frames.inner_frame(h2_mac, h1_mac, k % 256, 64)
+                                 for k in range(frames.frame_count(64, 256))])
+        return trials.Path(self.h1, "eth0", self.h2, "eth0", pcap, self.va, "p", "ul")
+
+    def zero_loss_rate(self, tools, path):
+        """The zero-loss rate H1 -> H2 (frames/s) and the search's answer."""
+        def trial(rate):
+            return trials.trial(tools, path, rate, self.opts.trial, pids=[p.pid for p in self.vtepds])
+        flat = trial(0)
+        s = search.Search(trial, flat["offered"], resolution=self.opts.resolution, min_step=self.opts.min_step,
+                          confirm=self.opts.confirm)
+        s.record(flat["offered"], flat)
+        forwarded = flat["received"] / flat["seconds"] if flat["seconds"] else 0
+        answer = s.find(0.0, guess=min(flat["offered"], forwarded), budget=self.opts.budget)
+        return answer["offered"], dict(answer, ceiling=flat["offered"], trials=len(s.trials))
+
+    def loaded_round_trips(self, tools, path, fraction, rate):
+        """Ping and UDP request/response while vtep-gen offers "rate"; what
+        the load really offered and lost in that time."""
+        argv = tools.gen_argv(path.gen_dev, path.pcap, rate, 60)
+        self.commands.append(shlex.join(self.h1.argv(argv, self.opts.gen_cpus)) + "  (the load, stopped after)")
+        gen = self.h1.popen(argv, cpus=self.opts.gen_cpus, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            time.sleep(0.5)                      # the generator's start-up
+            sent0, got0 = self.h1.stats("eth0")["tx_packets"], self.h2.stats("eth0")["rx_packets"]
+            t0 = time.monotonic()
+            out = {"fraction": fraction, "rate": rate, "ping": self.ping(count=200), "udp_rr": self.udp_rr(2000)}
+        finally:
+            self.lab.stop(gen)
+        seconds = time.monotonic() - t0
+        time.sleep(0.2)
+        # The probes' own packets are in these counts too: a few thousand among the load's.
+        sent = self.h1.stats("eth0")["tx_packets"] - sent0
+        got = self.h2.stats("eth0")["rx_packets"] - got0
+        out.update(offered=sent / seconds, loss=max(0, sent - got) / sent if sent else None)
+        return out
+
     def close(self):
         for proc in self.vtepds:
             self.lab.stop(proc)
@@ -213,7 +267,7 @@ def _percentiles(what, rtts_us, lost):
             "rtt_us": {f"p{p}": (round(percentile(rtts_us, p), 1) if rtts_us else None) for p in (50, 90, 99)}}
 
 
-def run(lab, system, opts, log):
+def run(lab, system, opts, log, tools):
     """All the TCP-topology figures for one system: a dict."""
     out = {"system": system, "offloads": "on" if opts.host_offloads else "off"}
     hosts = TwoHosts(lab, system, opts)
@@ -227,6 +281,15 @@ def run(lab, system, opts, log):
         out["ping"] = hosts.ping()
         out["udp_rr"] = hosts.udp_rr()
         log(f"  rtt {system}: ping {out['ping']['rtt_us']} udp {out['udp_rr']['rtt_us']} (us)")
+        path = hosts.load_path()
+        rate, out["zero_loss"] = hosts.zero_loss_rate(tools, path)
+        log(f"  {system}: H1 -> H2 zero loss {rate / 1e3:.1f} kpps (64 bytes)")
+        out["loaded"] = []
+        for fraction in LOADS:
+            r = hosts.loaded_round_trips(tools, path, fraction, fraction * rate)
+            out["loaded"].append(r)
+            log(f"  rtt {system} at {fraction:.0%} ({r['offered'] / 1e3:.1f} kpps, load lost {r['loss'] or 0:.2%}): "
+                f"ping {r['ping']['rtt_us']} udp {r['udp_rr']['rtt_us']} (us)")
     except Exception as e:  # noqa: BLE001 - recorded, and the run goes on
         out["error"] = f"{type(e).__name__}: {e}"
         log(f"  tcp {system}: FAILED: {out['error']}")

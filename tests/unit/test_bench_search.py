@@ -278,3 +278,17 @@ def test_target_rounds_alternate_the_order_and_the_targets_take_the_median():
     assert [r["kpps"] for r in report.rows(data) if r["system"] == "vtepd" and r["flows"] == 256] == [500, 500]
     md = report.results_md(data)
     assert "## Target points, round by round" in md and "| 520.0 * | 450.0 * | 500.0 |" in md
+
+
+def test_round_trips_under_load_have_a_table_of_their_own():
+    data = results()
+    rtt = lambda p50: {"rtt_us": {"p50": p50, "p90": p50 * 2, "p99": p50 * 3}}  # noqa: E731
+    data["tcp"][0].update(zero_loss={"offered": 250e3}, loaded=[
+        {"fraction": f, "rate": f * 250e3, "offered": f * 249e3, "loss": 0.0 if f < 0.9 else 0.0125,
+         "ping": rtt(100.0 * (1 + f)), "udp_rr": rtt(80.0)} for f in (0.1, 0.5, 0.9)])
+    md = report.results_md(data)
+    assert "### Round trips under load" in md
+    assert "| vtepd (host offloads off) | 250.0 | 90% | 224.1 | 1.250% | 190.0/380.0/570.0 | 80.0/160.0/240.0 |" in md
+    assert md.count("| vtepd (host offloads off) | 250.0 |") == 3
+    del data["tcp"][0]["loaded"]
+    assert "under load" not in report.results_md(data)
