@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := build-essential python3-dev python3-venv tshark tcpdump tcpreplay openvswitch-switch valgrind iperf3 iputils-ping
+APT_PACKAGES := build-essential python3-dev python3-venv tshark tcpdump tcpreplay openvswitch-switch valgrind iperf3 iputils-ping netsniff-ng
 CC ?= cc
 CFLAGS ?= -O3 -std=gnu11 -Wall -Wextra -Werror -fno-strict-aliasing
 CORE_SRC := $(wildcard csrc/*.c)

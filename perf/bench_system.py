@@ -30,7 +30,7 @@ ROOT = os.path.dirname(HERE)
 sys.path[:0] = [HERE, ROOT]
 
 import machine  # noqa: E402
-from bench import frames, plan, report, search, systems, tcp, topology, trials  # noqa: E402
+from bench import frames, generators, plan, report, search, systems, tcp, topology, trials  # noqa: E402
 
 LATENCY_FRACTIONS = (0.1, 0.5, 0.9)
 CPU_LOAD_FRACTION = 0.8
@@ -372,6 +372,9 @@ class Runner:
         points = plan.make(names, directions, sizes, [d for d in a.dimensions.split(",") if d], a.quick)
         log(f"{len(points)} throughput points; namespaces {self.lab.prefix}*; JSON {a.json}")
         self.data["plan"] = [p.as_dict() for p in points]
+        log(f"[{self.elapsed()}] generators straight into the sink")
+        self.data["generators"] = generators.measure(self.lab, self.tools, self.workdir, a.trial, log)
+        self.save()
         self.throughput(points)
         for r in range(1, a.rounds):
             self.throughput(plan.target_points(names, directions, r), r)

@@ -273,6 +273,20 @@ def rounds_md(data):
             "`*` the generator's ceiling: nothing was lost at the highest rate it could offer.", ""]
 
 
+def generators_md(data):
+    gens = data.get("generators") or []
+    if not gens:
+        return []
+    body = [[g["tool"], "failed: " + g["error"][:80] if g.get("error") else _fmt(g["kpps"]),
+             ", ".join(_fmt(k) for k in g.get("trials_kpps", [])), f"`{g['command']}`"] for g in gens]
+    return ["## Generators straight into the sink", "",
+            "Each generator flat out into a veth whose peer only counts (no device between), 64-byte frames, "
+            "256 flows, on the generator's CPU; the sink's rx_packets over one trial after 0.5 s of start-up, "
+            "median of 3. vtep-gen drives every device: it paces to a given rate, stamps frames for the latency "
+            "trials and reports what it sent; this table is how its ceiling compares with trafgen's.", "",
+            _md_table(("generator", "median kpps", "trials kpps", "command"), body), ""]
+
+
 def _rtt(entry):
     return "/".join(_fmt((entry or {}).get("rtt_us", {}).get(p)) for p in ("p50", "p90", "p99"))
 
@@ -322,6 +336,8 @@ def results_md(data, plots_rel="plots"):
             "`acc` and the underlay port `ul` (MTU 1600). Encap: the generator sends inner frames from A into "
             "`acc`, U counts tunnel packets (sent to a MAC not U's, so U's kernel drops them on arrival); decap: the generator sends VXLAN packets (made with `vtepctl pcap "
             "encap`) from U into `ul`, A counts inner frames. Addresses in 198.18.0.0/15.",
+            "- Generator: vtep-gen (perf/gen.c): pcaps replayed through an AF_PACKET TX ring in batches of 64, "
+            "paced by the clock; its own ceiling and trafgen's are under \"Generators straight into the sink\".",
             f"- CPUs: generator (and sink, ovsdb-server) on CPU {o['gen_cpus']}; the device under test on CPU "
             f"{o['dut_cpus']} (taskset; OVS also pmd-cpu-mask). RPS steers the device's ingress veths to CPU "
             f"{o['dut_cpus']} for {'every system' if o['rps'] == 'all' else 'the kernel reference only'}.",
@@ -348,6 +364,7 @@ def results_md(data, plots_rel="plots"):
          "" if t["op"] == "shown" else f"{t['op']} {t['bound']}x",
          "shown" if t["op"] == "shown" else ("n/a" if t["met"] is None else ("met" if t["met"] else "**missed**")),
          t["note"]] for t in targets(data)]), ""]
+    out += generators_md(data)
     sections = (
         ("Throughput by frame size", lambda p: "size" in p["dimensions"]),
         ("Flows (64 bytes)", lambda p: "flows" in p["dimensions"]),

@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "perf"))
 
-from bench import frames, plan, report, search, topology, trials  # noqa: E402
+from bench import frames, generators, plan, report, search, topology, trials  # noqa: E402
 
 
 def device(capacity, noise=None):
@@ -291,4 +291,16 @@ def test_round_trips_under_load_have_a_table_of_their_own():
     assert "| vtepd (host offloads off) | 250.0 | 90% | 224.1 | 1.250% | 190.0/380.0/570.0 | 80.0/160.0/240.0 |" in md
     assert md.count("| vtepd (host offloads off) | 250.0 |") == 3
     del data["tcp"][0]["loaded"]
-    assert "under load" not in report.results_md(data)
+    assert "### Round trips under load" not in report.results_md(data)
+
+
+def test_generators_have_their_ceilings_and_trafgen_gets_the_same_frames():
+    config = generators.trafgen_config([b"\x02\x00\xff", b"\x0a"])
+    assert config == "{ 0x02, 0x00, 0xff }\n{ 0x0a }\n"
+    data = results()
+    data["generators"] = [
+        {"tool": "vtep-gen", "command": "taskset -c 0 vtep-gen ...", "kpps": 760.0, "trials_kpps": [760.0, 700.0, 770.0]},
+        {"tool": "trafgen", "command": "taskset -c 0 trafgen ...", "error": "RuntimeError: trafgen exited with 1"}]
+    md = report.results_md(data)
+    assert "## Generators straight into the sink" in md
+    assert "| vtep-gen | 760.0 | 760.0, 700.0, 770.0 |" in md and "| trafgen | failed: RuntimeError" in md
