@@ -30,7 +30,8 @@ system-deps:
 		$(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q $$missing; \
 	fi
 
-# C-level tests: header sizes, RFC checksum vectors, golden bytes.
+# C-level tests: header sizes, RFC checksum vectors, golden bytes; the
+# AF_PACKET TX ring on a private loopback (root).
 build/test_c: tests/c/test_core.c $(CORE_DEP)
 	@mkdir -p build
 	$(CC) $(CFLAGS) -Icsrc -o $@ tests/c/test_core.c $(CORE_SRC)
@@ -64,7 +65,7 @@ ASAN_RUN = LD_PRELOAD=$$($(CC) -print-file-name=libasan.so) \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 VTEP_UBSAN_LOG=$(ASAN_LOGS)/ubsan \
 	PYTHONPATH=$(CURDIR)/$(ASAN)/src:$(CURDIR)/$(ASAN)/src/tests/c/asan_site
 BUILD_BACKEND := setuptools==80.9.0 wheel==0.45.1 Cython==3.1.6 cffi==2.0.0
-ASAN_C_TESTS := test_core test_fdb_stress test_workers
+ASAN_C_TESTS := test_core test_afpacket test_fdb_stress test_workers
 
 $(ASAN)/tools/.installed: pyproject.toml | $(STAMP)
 	$(PY) -m pip install -q --target $(ASAN)/tools $(BUILD_BACKEND)
@@ -110,8 +111,9 @@ build/fuzz_replay_%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c $(FUZZ_COMMON) $(CO
 	@mkdir -p build
 	$(CC) $(CFLAGS) $(SAN_FLAGS) -Icsrc -o $@ $< tests/fuzz/fuzz_common.c tests/fuzz/replay.c $(CORE_SRC)
 
-test-c: build/test_c $(FUZZ_TARGETS:%=build/fuzz_replay_%) $(THREAD_TESTS:%=build/%) $(THREAD_TESTS:test_%=build/tsan_%)
+test-c: build/test_c build/test_afpacket $(FUZZ_TARGETS:%=build/fuzz_replay_%) $(THREAD_TESTS:%=build/%) $(THREAD_TESTS:test_%=build/tsan_%)
 	./build/test_c
+	./build/test_afpacket
 	@for t in $(FUZZ_TARGETS); do echo "./build/fuzz_replay_$$t tests/fuzz/corpus/$$t"; \
 		./build/fuzz_replay_$$t tests/fuzz/corpus/$$t || exit 1; done
 	./build/test_fdb_stress && TSAN_OPTIONS=halt_on_error=1 ./build/tsan_fdb_stress 500

@@ -2,8 +2,8 @@
  *
  * It moves frames between two links with vtepd's own rings (csrc/io_afpacket.c,
  * opened as the daemon opens an access port: TPACKET_V2 RX and TX rings,
- * qdisc bypass, no echo of our own frames, promiscuous) and the shape of its
- * worker loop (csrc/loop.c): per pass, one burst from each handle, every
+ * virtio-net headers, qdisc bypass, no echo of our own frames, promiscuous)
+ * and the shape of its worker loop (csrc/loop.c): per pass, one burst from each handle, every
  * frame copied into a TX slot of the other link, the burst given back, one
  * flush for the handle that got frames; poll() only after a pass that found
  * nothing.  There is no pipeline, so whatever vtepd costs beyond this is its
@@ -166,7 +166,7 @@ int main(int argc, char **argv)
         /* vtepd's access port: dataplane/datapath.py names the group the same way. */
         params[k] = (vtep_afpacket_params_t){
             .ifname = ifname[k], .frame_size = frame_size, .frames = frames,
-            .fanout_group = n_workers > 1 ? (uint16_t)(ifindex & 0xffff) : 0, .promiscuous = 1,
+            .fanout_group = n_workers > 1 ? (uint16_t)(ifindex & 0xffff) : 0, .promiscuous = 1, .offload = 1,
         };
     }
 
