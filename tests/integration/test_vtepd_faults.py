@@ -120,8 +120,8 @@ def test_underlay_link_down_and_up(topo, tmp_path, measured):
         down_at, cpu_before = time.monotonic(), cpu_seconds(d.proc.pid)
         time.sleep(1)
         cpu = (cpu_seconds(d.proc.pid) - cpu_before) / (time.monotonic() - down_at)
-        V[1].link("set", index=ul0, state="up")
         up_at = time.monotonic()
+        V[1].link("set", index=ul0, state="up")
         for f in made.values():
             assert f.wait_flowing(), f"{f} did not recover"
         time.sleep(2)
@@ -211,16 +211,18 @@ def test_remote_vtep_vanishes_and_comes_back(topo, tmp_path, measured):
     try:
         made = flows(topo, remotes=("K", "K2"))
         ul0 = K2[1].link_lookup(ifname="ul0")[0]
-        K2[1].link("set", index=ul0, state="down")
         gone_at = time.monotonic()
+        K2[1].link("set", index=ul0, state="down")
         assert v.wait_for(lambda: neighbours.first(K2_ADDR, gone_at, state=NUD_FAILED) is not None, timeout=20), \
             "the kernel of V never marked K2 failed"
         failed_at = neighbours.first(K2_ADDR, gone_at, state=NUD_FAILED)
         counted_at = wait_counted(d, "no_neighbour")
         assert counted_at is not None, "traffic to the vanished remote was never counted as no_neighbour"
         time.sleep(1)
-        K2[1].link("set", index=ul0, state="up")
+        # Timed before the call: K2 may ARP for V, and V's kernel log it,
+        # before this thread gets the netlink answer back.
         back_at = time.monotonic()
+        K2[1].link("set", index=ul0, state="up")
         assert v.wait_for(lambda: neighbours.first(K2_ADDR, back_at, state=NUD_USABLE) is not None, timeout=5), \
             "the kernel of V never resolved K2 again"
         resolved_at = neighbours.first(K2_ADDR, back_at, state=NUD_USABLE)

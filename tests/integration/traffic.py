@@ -87,7 +87,9 @@ class Flow:
                 data = self._rx.recv(65536)
             except socket.timeout:
                 continue
-            except OSError:
+            except OSError as e:
+                if not self._stop.is_set():
+                    self.error = e
                 return
             now = time.monotonic()
             (seq,) = _SEQ.unpack_from(data)
@@ -176,6 +178,7 @@ class NeighbourLog:
 
     def __init__(self, ns):
         self.events = []
+        self.error = None  # why the reader stopped early: its events are incomplete
         self._sock = netns.create_socket(ns[0], socket.AF_NETLINK, socket.SOCK_RAW, 0)  # NETLINK_ROUTE
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         self._sock.bind((0, RTMGRP_NEIGH))
@@ -190,7 +193,9 @@ class NeighbourLog:
                 data = self._sock.recv(1 << 16)
             except socket.timeout:
                 continue
-            except OSError:
+            except OSError as e:
+                if not self._stop.is_set():
+                    self.error = e
                 return
             now = time.monotonic()
             offset = 0
@@ -206,6 +211,8 @@ class NeighbourLog:
     def first(self, address, since, *, mac=None, state=None, kind="new"):
         """Time of the first event for "address" after "since" matching
         "mac" and "state" (a NUD bit mask), or None."""
+        if self.error is not None:
+            raise RuntimeError(f"the neighbour log stopped reading: {self.error}")
         for t, k, addr, lladdr, nud in list(self.events):
             if t >= since and k == kind and addr == address and (mac is None or lladdr == mac) \
                     and (state is None or nud & state):
