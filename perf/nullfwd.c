@@ -3,11 +3,11 @@
  * It moves frames between two links with vtepd's own rings (csrc/io_afpacket.c,
  * opened as the daemon opens an access port: TPACKET_V2 RX and TX rings,
  * virtio-net headers, qdisc bypass, no echo of our own frames, promiscuous)
- * and the shape of its worker loop (csrc/loop.c): per pass, one burst from each handle, every
- * frame copied into a TX slot of the other link, the burst given back, one
- * flush for the handle that got frames; poll() only after a pass that found
- * nothing.  There is no pipeline, so whatever vtepd costs beyond this is its
- * own.
+ * and the shape of its worker loop (csrc/loop.c): per pass, one burst from
+ * each handle, every frame copied into a TX slot of the other link, the
+ * burst given back, one flush for the handle that got frames; poll() only
+ * after a pass that found nothing.  There is no pipeline, so whatever vtepd
+ * costs beyond this is its own.
  *
  * --workers N: N threads, each with its own handles on both links, joined in
  * PACKET_FANOUT groups named as vtepd names them (ifindex & 0xffff).
