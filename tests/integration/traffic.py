@@ -87,9 +87,7 @@ class Flow:
                 data = self._rx.recv(65536)
             except socket.timeout:
                 continue
-            except OSError as e:
-                if not self._stop.is_set():
-                    self.error = e
+            except OSError:
                 return
             now = time.monotonic()
             (seq,) = _SEQ.unpack_from(data)
