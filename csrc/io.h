@@ -71,7 +71,8 @@ VTEP_INLINE void vtep_io_rx_done(vtep_io_t *io)
         vtep_afpacket_rx_done(io);
 }
 
-/* Queue "hdr" then "data" as one frame.  0, -ENOBUFS (no free slot) or
+/* Queue "hdr" then "data" as one frame ("hdr" may be NULL when "hdr_len"
+ * is 0: a frame forwarded as it came).  0, -ENOBUFS (no free slot) or
  * -EMSGSIZE (larger than a slot, or than an AF_PACKET link's MTU). */
 VTEP_INLINE int vtep_io_tx(vtep_io_t *io, const uint8_t *hdr, uint32_t hdr_len, const uint8_t *data,
                            uint32_t len)

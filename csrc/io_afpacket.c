@@ -351,7 +351,8 @@ int vtep_afpacket_tx(vtep_io_t *io, const uint8_t *hdr, uint32_t hdr_len, const 
         struct vtep_vnet_hdr vh = {.hdr_len = hdr_len + len <= TX_HEAD_MAX ? htole16((uint16_t)(hdr_len + len)) : 0};
         memcpy(out, &vh, VTEP_VNET_HDR_LEN);
     }
-    memcpy(out + vnet, hdr, hdr_len);
+    if (hdr_len)  /* hdr may be NULL then, and memcpy must not see it */
+        memcpy(out + vnet, hdr, hdr_len);
     memcpy(out + vnet + hdr_len, data, len);
     h->tp_len = vnet + hdr_len + len;
     __atomic_store_n(&h->tp_status, TP_STATUS_SEND_REQUEST, __ATOMIC_RELEASE);
