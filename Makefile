@@ -31,7 +31,7 @@ system-deps:
 	fi
 
 # C-level tests: header sizes, RFC checksum vectors, golden bytes; the
-# AF_PACKET TX ring on a private loopback (root).
+# AF_PACKET rings (TX heads, underlay super-packets) on a private loopback (root).
 build/test_c: tests/c/test_core.c $(CORE_DEP)
 	@mkdir -p build
 	$(CC) $(CFLAGS) -Icsrc -o $@ tests/c/test_core.c $(CORE_SRC)

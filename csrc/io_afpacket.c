@@ -266,12 +266,25 @@ static int underlay_take(vtep_io_t *io, const vtep_pkt_t *p, const void *vnet, u
     return 0;
 }
 
+/* Whether the underlay frame with virtio-net header "vnet" is a super-packet
+ * (cut into io->split). */
+static int is_super(const void *vnet)
+{
+    struct vtep_vnet_hdr vh;
+    memcpy(&vh, vnet, sizeof vh);
+    return vh.gso_type != VTEP_GSO_NONE;
+}
+
 uint32_t vtep_afpacket_rx(vtep_io_t *io, vtep_pkt_t *pkts, uint32_t max, uint32_t *oversize)
 {
-    uint32_t n = 0, lent = 0, copied = 0;
+    /* io->bufs (a copy) and io->split (a cut) hold what they lend until the
+     * next burst: once either is in use, the next frame that needs one of
+     * them waits for that burst, or its cut would overwrite frames already
+     * lent (seen as bad_header drops under load). */
+    uint32_t n = 0, lent = 0, buffered = 0;
     if (vtep_unlikely(io->split_left)) {
         n = lend_split(io, pkts, max);
-        copied = 1;  /* io->split is still in use: no new super-packet this burst */
+        buffered = 1;
     }
     while (n < max && lent < io->rx_frames) {
         struct tpacket2_hdr *h = rx_slot(io, io->rx_head + lent);
@@ -280,10 +293,12 @@ uint32_t vtep_afpacket_rx(vtep_io_t *io, vtep_pkt_t *pkts, uint32_t max, uint32_
             break;
         uint8_t *data = (uint8_t *)h + h->tp_mac;
         uint32_t len = h->tp_snaplen;
+        if (vtep_unlikely(status & TP_STATUS_COPY || (io->split && is_super(data - VTEP_VNET_HDR_LEN)))) {
+            if (buffered)
+                break;
+            buffered = 1;
+        }
         if (vtep_unlikely(status & TP_STATUS_COPY)) {
-            if (copied)
-                break;  /* one buffer: the next copy waits for the next burst */
-            copied = 1;
             len = take_copy(io, &data);
         } else if (vtep_unlikely(len < h->tp_len)) {
             len = 0;  /* no room for a copy on the socket either */
