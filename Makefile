@@ -32,7 +32,8 @@ system-deps:
 
 # C-level tests: header sizes, RFC checksum vectors, golden bytes; the
 # AF_PACKET rings (TX heads, underlay super-packets) on a private loopback (root).
-build/test_c: tests/c/test_core.c $(CORE_DEP)
+TEST_DEP := tests/c/check.h
+build/test_c: tests/c/test_core.c $(CORE_DEP) $(TEST_DEP)
 	@mkdir -p build
 	$(CC) $(CFLAGS) -Icsrc -o $@ tests/c/test_core.c $(CORE_SRC)
 
@@ -40,7 +41,7 @@ build/test_c: tests/c/test_core.c $(CORE_DEP)
 # on one engine.  Built twice: plain, and with ThreadSanitizer (which cannot
 # model fences, hence -Wno-tsan; it reports no race in these paths).
 THREAD_TESTS := test_fdb_stress test_workers
-build/test_%: tests/c/test_%.c $(CORE_DEP)
+build/test_%: tests/c/test_%.c $(CORE_DEP) $(TEST_DEP)
 	@mkdir -p build
 	$(CC) $(CFLAGS) -Icsrc -pthread -o $@ $< $(CORE_SRC)
 
@@ -71,7 +72,7 @@ $(ASAN)/tools/.installed: pyproject.toml | $(STAMP)
 	$(PY) -m pip install -q --target $(ASAN)/tools $(BUILD_BACKEND)
 	@touch $@
 
-$(ASAN)/%: tests/c/%.c $(CORE_DEP)
+$(ASAN)/%: tests/c/%.c $(CORE_DEP) $(TEST_DEP)
 	@mkdir -p $(ASAN)
 	$(CC) $(CFLAGS) -O1 $(SAN_FLAGS) -Icsrc -pthread -o $@ $< $(CORE_SRC)
 

@@ -7,8 +7,7 @@
  * datagrams they stand for, intact, when a big one (through the socket's
  * queue) and a small one (in a ring slot) arrive in the same burst.
  *
- * No framework: main() prints each failed check and exits 1 if any failed.
- * Run by `make test-c`. */
+ * Checks as in check.h; main() exits 1 if any failed.  Run by `make test-c`. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <endian.h>
@@ -25,23 +24,11 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include "check.h"
 #include "io.h"
 #include "offload.h"
 
 enum { HEAD_MAX = 1600 };  /* io_afpacket.c's TX_HEAD_MAX */
-
-static int failures, checks;
-
-#define CHECK_EQ(got, want)                                                                  \
-    do {                                                                                     \
-        long long got_ = (long long)(got), want_ = (long long)(want);                        \
-        checks++;                                                                            \
-        if (got_ != want_) {                                                                 \
-            failures++;                                                                      \
-            fprintf(stderr, "%s:%d: %s == %lld, expected %s == %lld\n", __FILE__, __LINE__, #got, \
-                    got_, #want, want_);                                                     \
-        }                                                                                    \
-    } while (0)
 
 static int die(const char *what)
 {
@@ -192,10 +179,5 @@ int main(void)
     if (underlay_receive())
         return 1;
 
-    if (failures) {
-        fprintf(stderr, "test_afpacket: %d of %d checks FAILED\n", failures, checks);
-        return 1;
-    }
-    printf("test_afpacket: all %d checks passed\n", checks);
-    return 0;
+    return check_summary("test_afpacket");
 }

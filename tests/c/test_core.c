@@ -1,44 +1,18 @@
 /* C-level tests of the fast path core: wire struct layout, the RFC checksum
  * vectors, and one golden VXLAN-over-IPv4 packet checked byte for byte.
  *
- * No framework: CHECK() prints file:line and the failed expression and
- * counts the failure; main() exits 1 if anything failed.  Run by
+ * Checks as in check.h; main() exits 1 if any failed.  Run by
  * `make test-c`. */
 #include <errno.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "check.h"
 #include "csum.h"
 #include "gro.h"
 #include "offload.h"
 #include "tunnel.h"
-
-static int failures;
-static int checks;
-
-#define CHECK(cond)                                                          \
-    do {                                                                     \
-        checks++;                                                            \
-        if (!(cond)) {                                                       \
-            failures++;                                                      \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, \
-                    #cond);                                                  \
-        }                                                                    \
-    } while (0)
-
-/* Integer equality, printing both values on failure. */
-#define CHECK_EQ(got, want)                                                        \
-    do {                                                                           \
-        long long got_ = (long long)(got), want_ = (long long)(want);              \
-        checks++;                                                                  \
-        if (got_ != want_) {                                                       \
-            failures++;                                                            \
-            fprintf(stderr, "%s:%d: %s == %lld (0x%llx), expected %s == %lld (0x%llx)\n", \
-                    __FILE__, __LINE__, #got, got_, (unsigned long long)got_, #want, \
-                    want_, (unsigned long long)want_);                             \
-        }                                                                          \
-    } while (0)
 
 /* Byte-for-byte equality; prints the first differing offset. */
 static void check_bytes(const char *file, int line, const char *what, const uint8_t *got,
@@ -554,10 +528,5 @@ int main(void)
     test_decap_golden();
     test_gro();
     test_gso_pack();
-    if (failures) {
-        fprintf(stderr, "test_c: %d of %d checks FAILED\n", failures, checks);
-        return 1;
-    }
-    printf("test_c: all %d checks passed\n", checks);
-    return 0;
+    return check_summary("test_c");
 }
