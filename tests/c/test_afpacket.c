@@ -55,7 +55,7 @@ static void make_frame(uint8_t *f, uint32_t len, uint8_t tag)
 }
 
 /* Send "len" bytes to 127.0.0.1:4789 as one super-packet of "gso"-byte
- * datagrams; datagram k of send "tag" carries bytes tag, k, k+1, ... */
+ * datagrams; byte j > 0 of datagram k is k + j, byte 0 is "tag". */
 static int send_super(uint32_t len, uint16_t gso, uint8_t tag)
 {
     static uint8_t payload[65536];
